@@ -1,0 +1,27 @@
+// Dense causal attention with an online softmax (reference and fallback), CPU.
+//
+// Row t (absolute position q_start + t) attends to keys s in [0, min(L, q_start + t + 1)).
+// Output and lse (natural log) as in sparse_attention.h; a row with no visible key gives
+// o = 0, lse = -inf.
+#pragma once
+
+#include <cstdint>
+
+namespace indexshare::ops {
+
+struct DenseAttentionParams {
+  const float* q = nullptr;     // [T, H, Dk]
+  const float* k = nullptr;     // [L, H_kv, Dk]
+  const float* v = nullptr;     // [L, H_kv, Dv]
+  int64_t T = 0, L = 0;
+  int H = 0, H_kv = 0, Dk = 0, Dv = 0;
+  int64_t q_start = 0;  // absolute position of query row 0
+  float scale = 1.0f;
+  float* out = nullptr;         // [T, H, Dv]
+  float* lse = nullptr;         // [T, H] nullable
+};
+
+void validate(const DenseAttentionParams& p);
+void dense_attention(const DenseAttentionParams& p);
+
+}  // namespace indexshare::ops
