@@ -221,9 +221,9 @@ size_t indexer_topk_workspace_bytes(const IndexerCudaParams& p, int k) {
 
 void indexer_topk_cuda(const IndexerCudaParams& p, int k, int32_t* indices, int32_t* count,
                        void* workspace, size_t workspace_bytes) {
-  validate(p);
   IS_CHECK(k >= 1 && k <= kIndexerTopkMaxK, "indexer_topk_cuda: k must be in [1, ", kIndexerTopkMaxK,
            "], got ", k);
+  validate(p);
   if (p.T == 0) return;
   IS_CHECK(indices != nullptr, "indexer_topk_cuda: indices is null");
   const size_t need = indexer_topk_workspace_bytes(p, k);
