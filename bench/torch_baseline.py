@@ -167,7 +167,7 @@ def key(r):
     if op in ("indexer", "fused"):
         return f'{op} {r["phase"]} {r["fmt"]} H{r["H"]} B{r["B"]} T{r["T"]} L{r["L"]}'
     if op == "topk":
-        return f'topk rows{r["rows"]} L{r["L"]} k{r["k"]}'
+        return f'topk rows{r["rows"]} L{r["L"]} k{r["k"]} {r.get("method", "auto")}'
     if op == "mla":
         return f'mla {r["phase"]} H{r["H"]} T{r["T"]} K{r["K"]}'
     return op
@@ -250,7 +250,8 @@ def main():
     if dec:
         fr = [r["bytes"] / r["ours_ms"] / 1e6 / rf["copy_gbs"] for r in dec]
         verdict("decode indexer >= 85% of copy bandwidth", min(fr) >= 0.85, f"{100 * min(fr):.0f}%..{100 * max(fr):.0f}%")
-    tk = [r for r in rows if r["op"] == "topk" and r["L"] >= 131072 and not math.isnan(r["torch_ms"])]
+    tk = [r for r in rows if r["op"] == "topk" and r["L"] >= 131072 and r.get("method", "auto") == "auto"
+          and not math.isnan(r["torch_ms"])]
     if tk:
         sp = [r["torch_ms"] / r["ours_ms"] for r in tk]
         verdict("top-k >= 4x torch.topk at L >= 128K", min(sp) >= 4, f"x{min(sp):.2f}..x{max(sp):.2f}")

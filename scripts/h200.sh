@@ -55,8 +55,8 @@ fi
 echo "== build"
 t0=$(date +%s)
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DINDEXSHARE_CUDA=ON "${prefix_args[@]}" \
-  > "$out/cmake.log" 2>&1 || { tail -30 "$out/cmake.log"; exit 1; }
-cmake --build "$build" --target indexshare_cuda_tests h200_bench -j "$(nproc)" > "$out/build.log" 2>&1 \
+  > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+cmake --build "$build" --target indexshare_cuda_tests h200_bench -j "$(nproc)" >> "$out/build.log" 2>&1 \
   || { grep -E "error|Error" -A5 "$out/build.log" | head -60; exit 1; }
 echo "  built in $(( $(date +%s) - t0 )) s"
 
@@ -70,7 +70,7 @@ if [ -n "$sanitize" ]; then
   echo "== compute-sanitizer (memcheck, racecheck) on the small tests"
   filt='TopkCuda.MaskedShortAndRowLengths:TopkCuda.TiesGoToLowerPositions:IndexerCuda.Decode*:IndexerTopkCuda.Decode*:SparseMlaCuda.DeepSeek*'
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tests/indexshare_cuda_tests" \
+    timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tests/indexshare_cuda_tests" \
       --gtest_filter="$filt" --gtest_brief=1 > "$out/sanitize-$tool.log" 2>&1 && echo "  $tool: clean" \
       || { echo "  $tool: FAILED (rc $?)"; tail -20 "$out/sanitize-$tool.log"; status=1; }
   done
@@ -79,8 +79,8 @@ fi
 echo "== benchmarks (ours)"
 only_args=()
 [ -n "$only" ] && only_args=(--only "$only")
-"$build/bench/h200_bench" --out "$out/ours.jsonl" $quick "${only_args[@]}" 2>&1 | tee "$out/ours.log"
+"$build/bench/h200_bench" --out "$build/ours.jsonl" $quick "${only_args[@]}" 2>&1 | tee "$out/ours.log"
 echo "== PyTorch on the same GPU, and the table"
-python3 "$root/bench/torch_baseline.py" --ours "$out/ours.jsonl" --out "$out/results.jsonl" --md "$out/table.md" \
+python3 "$root/bench/torch_baseline.py" --ours "$build/ours.jsonl" --out "$out/results.jsonl" --md "$out/table.md" \
   2>&1 | tee "$out/torch.log"
 exit $status

@@ -142,7 +142,7 @@ struct TopkRun {
   }
 };
 
-void bench_topk(int64_t rows, int64_t L) {
+void bench_topk(int64_t rows, int64_t L, cuda::TopkMethod method = cuda::TopkMethod::kAuto) {
   const int64_t set = rows * L * 4;
   const int R = rotations(set);
   std::vector<DeviceBuffer> in;
@@ -152,12 +152,15 @@ void bench_topk(int64_t rows, int64_t L) {
   }
   IS_CUDA_LAUNCH_CHECK("fill");
   TopkRun t(rows, L);
+  t.p.method = method;
   const double ms = time_ms([&](int i) { t.run(in[i % R].as<float>()); });
-  std::printf("topk    rows %-5ld L%-8ld k%d %9.3f ms %7.0f GB/s (one read of the scores)\n", static_cast<long>(rows),
-              static_cast<long>(L), kTopK, ms, set / ms / 1e6);
+  const char* mname = method == cuda::TopkMethod::kAuto ? "auto" : method == cuda::TopkMethod::kTwoPass ? "2pass" : "sampled";
+  std::printf("topk    rows %-5ld L%-8ld k%d %-7s %9.3f ms %7.0f GB/s (one read of the scores)\n", static_cast<long>(rows),
+              static_cast<long>(L), kTopK, mname, ms, set / ms / 1e6);
   char buf[256];
-  std::snprintf(buf, sizeof buf, "{\"op\":\"topk\",\"rows\":%ld,\"L\":%ld,\"k\":%d,\"ours_ms\":%.5f,\"bytes\":%.6g}",
-                static_cast<long>(rows), static_cast<long>(L), kTopK, ms, static_cast<double>(set));
+  std::snprintf(buf, sizeof buf,
+                "{\"op\":\"topk\",\"rows\":%ld,\"L\":%ld,\"k\":%d,\"method\":\"%s\",\"ours_ms\":%.5f,\"bytes\":%.6g}",
+                static_cast<long>(rows), static_cast<long>(L), kTopK, mname, ms, static_cast<double>(set));
   emit(buf);
 }
 
@@ -334,7 +337,9 @@ int main(int argc, char** argv) {
     }
     if (want("topk")) {
       bench_topk(1024, 128 * K);
+      bench_topk(1024, 128 * K, indexshare::cuda::TopkMethod::kTwoPass);
       bench_topk(256, 1024 * K);
+      bench_topk(256, 1024 * K, indexshare::cuda::TopkMethod::kTwoPass);
       bench_topk(64, 128 * K);
       bench_topk(1, 128 * K);
       bench_topk(1, 1024 * K);

@@ -99,18 +99,30 @@ __device__ __forceinline__ IdxBatch make_batch(const IndexerCudaParams& p, int b
   return x;
 }
 
-// Issues the cp.async copies of the stage starting at key s0 (a multiple of kStageKeys).
-// Pages past the sequence are not loaded (their rows are masked later).
+// Physical pages of the stage starting at key s0 (-1 past the sequence). Plain loads whose
+// results are consumed one stage later, so the page-table latency stays off the critical path.
 template <bool kFp8>
-__device__ __forceinline__ void load_stage(const IdxBatch& bt, const uint8_t* k_cache, int64_t s0,
+__device__ __forceinline__ void fetch_pages(const IdxBatch& bt, int64_t s0, int32_t (&pg)[IdxCfg<kFp8>::kStagePages]) {
+#pragma unroll
+  for (int pl = 0; pl < IdxCfg<kFp8>::kStagePages; ++pl) {
+    const int64_t page_idx = s0 / kIndexerPage + pl;
+    pg[pl] = page_idx * kIndexerPage >= bt.seq_len ? -1
+             : bt.table                              ? __ldg(bt.table + page_idx)
+                                                     : static_cast<int32_t>(bt.page_base + page_idx);
+  }
+}
+
+// Issues the cp.async copies of one stage from its physical pages (pages < 0 are skipped;
+// their rows are masked later).
+template <bool kFp8>
+__device__ __forceinline__ void load_stage(const uint8_t* k_cache, const int32_t (&pg)[IdxCfg<kFp8>::kStagePages],
                                            uint8_t* sbuf) {
   using C = IdxCfg<kFp8>;
   constexpr int kPieces = kIndexerPage * C::kRowBytes / 16;  // 16-byte pieces per page
+#pragma unroll
   for (int pl = 0; pl < C::kStagePages; ++pl) {
-    const int64_t page_idx = s0 / kIndexerPage + pl;
-    if (page_idx * kIndexerPage >= bt.seq_len) break;
-    const int64_t page = bt.table ? bt.table[page_idx] : bt.page_base + page_idx;
-    const uint8_t* src = k_cache + page * C::kPageBytes;
+    if (pg[pl] < 0) continue;
+    const uint8_t* src = k_cache + static_cast<int64_t>(pg[pl]) * C::kPageBytes;
     for (int i = threadIdx.x; i < kPieces; i += blockDim.x) {
       const int rip = i / (C::kRowBytes / 16);           // row in page
       const int byte = (i % (C::kRowBytes / 16)) * 16;   // byte in row
@@ -178,17 +190,24 @@ __device__ __forceinline__ void indexer_mainloop(const IdxBatch& bt, const uint8
   }
 
   const int64_t nstages = (s_end - s_begin + C::kStageKeys - 1) / C::kStageKeys;
+  int32_t pg[C::kStagePages];
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (i < nstages) load_stage<kFp8>(bt, k_cache, s_begin + i * C::kStageKeys, smem + i * C::kStageBytes);
+    if (i < nstages) {
+      fetch_pages<kFp8>(bt, s_begin + i * C::kStageKeys, pg);
+      load_stage<kFp8>(k_cache, pg, smem + i * C::kStageBytes);
+    }
     cp_async_commit();
   }
+  // Page ids of the next stage to load, fetched one iteration ahead.
+  if (kStages - 1 < nstages) fetch_pages<kFp8>(bt, s_begin + (kStages - 1) * C::kStageKeys, pg);
   for (int64_t it = 0; it < nstages; ++it) {
     {
       const int64_t nx = it + kStages - 1;
-      if (nx < nstages)
-        load_stage<kFp8>(bt, k_cache, s_begin + nx * C::kStageKeys,
-                         smem + (nx % kStages) * C::kStageBytes);
+      if (nx < nstages) {
+        load_stage<kFp8>(k_cache, pg, smem + (nx % kStages) * C::kStageBytes);
+        if (nx + 1 < nstages) fetch_pages<kFp8>(bt, s_begin + (nx + 1) * C::kStageKeys, pg);
+      }
       cp_async_commit();
     }
     cp_async_wait<kStages - 1>();
@@ -222,13 +241,17 @@ __device__ __forceinline__ void indexer_mainloop(const IdxBatch& bt, const uint8
             lo[mt] = lds128(sbuf + r0 * C::kRowBytes + off);
             hi[mt] = lds128(sbuf + (r0 + 8) * C::kRowBytes + off);
           }
+          // Step-outer order: MT*NT independent MMAs between two on the same accumulator.
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
+            for (int nt = 0; nt < NT; ++nt)
               mma_idx<kFp8>(acc[mt][nt], lo[mt].x, hi[mt].x, lo[mt].y, hi[mt].y, qf[nt][j].x, qf[nt][j].y);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
               mma_idx<kFp8>(acc[mt][nt], lo[mt].z, hi[mt].z, lo[mt].w, hi[mt].w, qf[nt][j].z, qf[nt][j].w);
-            }
         }
         // Epilogue: ReLU, head weights, sum over the token's heads.
 #pragma unroll

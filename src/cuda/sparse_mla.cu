@@ -24,7 +24,8 @@ constexpr int kRowStride = 1168;    // bytes per padded smem row (576 * 2 + 16)
 constexpr int kQBytes = kHeads * kRowStride;
 constexpr int kTileBytes = kKeys * kRowStride;
 constexpr int kXsBytes = 8 * 16 * 32 * 4;
-constexpr int kSmem = kQBytes + 2 * kTileBytes + kXsBytes + 2 * kKeys * 4;
+constexpr int kMaxK = 8192;         // the row's indices are staged in shared memory
+constexpr int kSmemBase = kQBytes + 2 * kTileBytes + kXsBytes + 2 * kKeys * 4;
 constexpr int kPieces = kMlaDqk * 2 / 16;  // 16-byte pieces per latent row
 
 __device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool valid) {
@@ -61,10 +62,9 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-__device__ __forceinline__ int32_t slot_index(const int32_t* idx_row, int K, int64_t L, int j) {
-  if (j >= K) return -1;
-  const int32_t v = idx_row[j];
-  return (v >= 0 && v < L) ? v : -1;
+// idx_row: the row's indices in shared memory, already range-checked (-1 = empty).
+__device__ __forceinline__ int32_t slot_index(const int32_t* idx_row, int K, int j) {
+  return j < K ? idx_row[j] : -1;
 }
 
 // Gathers tile `it` (latents of slots [it*32, it*32+32)) into buf; records the slot indices.
@@ -73,11 +73,11 @@ __device__ __forceinline__ void load_tile(const SparseMlaCudaParams& p, const in
   const uint8_t* kv = reinterpret_cast<const uint8_t*>(p.kv);
   for (int i = threadIdx.x; i < kKeys * kPieces; i += blockDim.x) {
     const int key = i / kPieces, piece = i % kPieces;
-    const int32_t s = slot_index(idx_row, p.K, p.L, it * kKeys + key);
+    const int32_t s = slot_index(idx_row, p.K, it * kKeys + key);
     const uint8_t* src = kv + (s >= 0 ? static_cast<int64_t>(s) * kMlaDqk * 2 + piece * 16 : 0);
     cp_async16_zfill(buf + key * kRowStride + piece * 16, src, s >= 0);
   }
-  if (threadIdx.x < kKeys) s_idx[threadIdx.x] = slot_index(idx_row, p.K, p.L, it * kKeys + threadIdx.x);
+  if (threadIdx.x < kKeys) s_idx[threadIdx.x] = slot_index(idx_row, p.K, it * kKeys + threadIdx.x);
 }
 
 __global__ void __launch_bounds__(256, 1) sparse_mla_kernel(const SparseMlaCudaParams p) {
@@ -86,6 +86,7 @@ __global__ void __launch_bounds__(256, 1) sparse_mla_kernel(const SparseMlaCudaP
   uint8_t* skv0 = smem + kQBytes;  // two tiles of kTileBytes
   float* xs = reinterpret_cast<float*>(smem + kQBytes + 2 * kTileBytes);
   int32_t* s_idx = reinterpret_cast<int32_t*>(smem + kQBytes + 2 * kTileBytes + kXsBytes);
+  int32_t* s_row = reinterpret_cast<int32_t*>(smem + kSmemBase);  // [K]
 
   const int64_t t = blockIdx.x;
   const int h0 = blockIdx.y * kHeads;
@@ -93,8 +94,14 @@ __global__ void __launch_bounds__(256, 1) sparse_mla_kernel(const SparseMlaCudaP
   const int rg = warp & 3, half = warp >> 2;
   const int g = lane >> 2, c = lane & 3;
   const bool active = h0 + rg * 16 < p.H;
-  const int32_t* idx_row = p.indices + t * p.K;
   const int ntiles = (p.K + kKeys - 1) / kKeys;
+  // Stage the row's indices once (coalesced), so that gathers never wait on them.
+  for (int j = threadIdx.x; j < p.K; j += blockDim.x) {
+    const int32_t v = p.indices[t * p.K + j];
+    s_row[j] = (v >= 0 && v < p.L) ? v : -1;
+  }
+  __syncthreads();
+  const int32_t* idx_row = s_row;
 
   // Q rows of this block's heads (rows past H are zero).
   {
@@ -238,7 +245,7 @@ void validate(const SparseMlaCudaParams& p) {
   IS_CHECK(p.H > 0 && p.H % 16 == 0, "sparse_mla_cuda: H must be a positive multiple of 16, got ", p.H);
   IS_CHECK(p.T >= 0 && p.T <= INT32_MAX, "sparse_mla_cuda: T must be in [0, 2^31), got ", p.T);
   IS_CHECK(p.L >= 0 && p.L <= INT32_MAX, "sparse_mla_cuda: L must be in [0, 2^31), got ", p.L);
-  IS_CHECK(p.K >= 0, "sparse_mla_cuda: K must be >= 0, got ", p.K);
+  IS_CHECK(p.K >= 0 && p.K <= kMaxK, "sparse_mla_cuda: K must be in [0, ", kMaxK, "], got ", p.K);
   if (p.T == 0) return;
   IS_CHECK(p.q != nullptr, "sparse_mla_cuda: q is null");
   IS_CHECK(p.out != nullptr, "sparse_mla_cuda: out is null");
@@ -252,10 +259,10 @@ void validate(const SparseMlaCudaParams& p) {
 void sparse_mla_cuda(const SparseMlaCudaParams& p) {
   validate(p);
   if (p.T == 0) return;
-  static const bool once = (detail::allow_smem(sparse_mla_kernel, kSmem), true);
+  static const bool once = (detail::allow_smem(sparse_mla_kernel, kSmemBase + kMaxK * 4), true);
   (void)once;
   const dim3 grid(static_cast<unsigned>(p.T), static_cast<unsigned>((p.H + kHeads - 1) / kHeads));
-  sparse_mla_kernel<<<grid, 256, kSmem, as_stream(p.stream)>>>(p);
+  sparse_mla_kernel<<<grid, 256, kSmemBase + p.K * 4, as_stream(p.stream)>>>(p);
   IS_CUDA_LAUNCH_CHECK("sparse_mla_kernel");
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/launch_util.cuh"
 #include "cuda/select.cuh"
 
 namespace indexshare::cuda {
@@ -35,6 +36,7 @@ struct RowInfo {
 struct Workspace {
   uint32_t* hist;
   RowInfo* info;
+  uint32_t* redo;  // [T] sampled method: 1 = the row needs the two-pass path
   uint64_t* greater;
   uint64_t* cand;
 };
@@ -48,6 +50,8 @@ Workspace carve(void* base, int64_t T, int k) {
   p += align_up(static_cast<size_t>(T) * kBins * 4, 256);
   w.info = reinterpret_cast<RowInfo*>(p);
   p += align_up(static_cast<size_t>(T) * sizeof(RowInfo), 256);
+  w.redo = reinterpret_cast<uint32_t*>(p);
+  p += align_up(static_cast<size_t>(T) * 4, 256);
   w.greater = reinterpret_cast<uint64_t*>(p);
   p += align_up(static_cast<size_t>(T) * k * 8, 256);
   w.cand = reinterpret_cast<uint64_t*>(p);
@@ -84,9 +88,10 @@ __device__ __forceinline__ void for_each_in_chunk(const float* r, int64_t begin,
 template <bool kVec>
 __global__ void __launch_bounds__(512) topk_hist_kernel(const float* scores, int64_t ld, int64_t L,
                                                         const int32_t* row_len, int64_t chunk,
-                                                        uint32_t* ghist) {
+                                                        uint32_t* ghist, const uint32_t* only) {
   __shared__ uint32_t sh[kBins];
   const int64_t row = blockIdx.y;
+  if (only && !only[row]) return;
   const int64_t len = row_length(row_len, row, L);
   const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk;
   const int64_t end = begin + chunk < len ? begin + chunk : len;
@@ -105,9 +110,10 @@ __global__ void __launch_bounds__(512) topk_hist_kernel(const float* scores, int
 
 // One block of 256 threads per row: finds the bin holding the k-th largest candidate.
 __global__ void __launch_bounds__(256) topk_threshold_kernel(const uint32_t* ghist, int k,
-                                                             RowInfo* info) {
+                                                             RowInfo* info, const uint32_t* only) {
   __shared__ uint32_t s_warp[8];
   const int64_t row = blockIdx.x;
+  if (only && !only[row]) return;
   const uint32_t* h = ghist + row * kBins;
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   uint32_t local[16];
@@ -155,8 +161,9 @@ template <bool kVec>
 __global__ void __launch_bounds__(512) topk_filter_kernel(const float* scores, int64_t ld, int64_t L,
                                                           const int32_t* row_len, int64_t chunk,
                                                           RowInfo* info, uint64_t* greater, int k,
-                                                          uint64_t* cand) {
+                                                          uint64_t* cand, const uint32_t* only) {
   const int64_t row = blockIdx.y;
+  if (only && !only[row]) return;
   const int64_t len = row_length(row_len, row, L);
   const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk;
   const int64_t end = begin + chunk < len ? begin + chunk : len;
@@ -219,12 +226,14 @@ __device__ void collect(const Src& src, int64_t n, const SelectCut& cut, uint64_
 __global__ void __launch_bounds__(512) topk_finalize_kernel(const float* scores, int64_t ld, int64_t L,
                                                             const int32_t* row_len, const RowInfo* info,
                                                             const uint64_t* greater, const uint64_t* cand,
-                                                            int k, int32_t* indices, int32_t* count) {
+                                                            int k, int32_t* indices, int32_t* count,
+                                                            const uint32_t* only) {
   extern __shared__ uint64_t s_list[];
   __shared__ uint32_t s_hist[256];
   __shared__ uint32_t s_misc[4];
   __shared__ uint32_t s_n;
   const int64_t row = blockIdx.x;
+  if (only && !only[row]) return;
   const RowInfo ri = info[row];
   const uint32_t ng = ri.n_greater;
   for (uint32_t i = threadIdx.x; i < ng; i += blockDim.x) s_list[i] = greater[row * k + i];
@@ -243,6 +252,137 @@ __global__ void __launch_bounds__(512) topk_finalize_kernel(const float* scores,
       collect(src, len, cut, s_list, &s_n);
     }
   }
+  __syncthreads();
+  sort_and_write(s_list, static_cast<int>(s_n), k, indices + row * k, count ? count + row : nullptr);
+}
+
+// ---- sampled method ---------------------------------------------------------------------
+constexpr int kSampleChunk = 1024;  // elements per sampled piece
+constexpr int kSampleStride = 8;    // every 8th piece is sampled
+constexpr int kSamplePerBlock = 16; // sampled pieces per block
+
+// Histogram of the sampled pieces of each row (pieces 0, 8, 16, ... of [0, len)).
+__global__ void __launch_bounds__(256) topk_sample_hist_kernel(const float* scores, int64_t ld, int64_t L,
+                                                               const int32_t* row_len, uint32_t* ghist) {
+  __shared__ uint32_t sh[kBins];
+  const int64_t row = blockIdx.y;
+  const int64_t len = row_length(row_len, row, L);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kSamplePerBlock;  // in sampled pieces
+  if (first * kSampleStride * kSampleChunk >= len) return;
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) sh[i] = 0;
+  __syncthreads();
+  const float* r = scores + row * ld;
+  for (int j = 0; j < kSamplePerBlock; ++j) {
+    const int64_t begin = (first + j) * kSampleStride * kSampleChunk;
+    if (begin >= len) break;
+    const int64_t end = begin + kSampleChunk < len ? begin + kSampleChunk : len;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+      const uint32_t key = ordered_key(r[i]);
+      if (key) atomicAdd(&sh[key >> kBinShift], 1u);
+    }
+  }
+  __syncthreads();
+  uint32_t* g = ghist + row * kBins;
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x)
+    if (sh[i]) atomicAdd(&g[i], sh[i]);
+}
+
+// Picks the cut bin from the sample: the highest bin whose sampled suffix count reaches twice
+// the expected sampled count of the top k (+16). Bin 0 = keep every valid candidate.
+__global__ void __launch_bounds__(256) topk_sample_cut_kernel(const uint32_t* ghist, int64_t L,
+                                                              const int32_t* row_len, int k, RowInfo* info) {
+  __shared__ uint32_t s_warp[8];
+  const int64_t row = blockIdx.x;
+  const uint32_t* h = ghist + row * kBins;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int64_t len = row_length(row_len, row, L);
+  const int64_t pieces = (len + kSampleChunk - 1) / kSampleChunk;
+  int64_t sampled = 0;  // sampled positions
+  for (int64_t pc = 0; pc < pieces; pc += kSampleStride)
+    sampled += (pc + 1) * kSampleChunk < len ? kSampleChunk : len - pc * kSampleChunk;
+  const double frac = len > 0 ? static_cast<double>(sampled) / len : 1.0;
+  const uint32_t want = static_cast<uint32_t>(2.0 * k * frac) + 16;
+  uint32_t local[16];
+  uint32_t sum = 0;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    local[j] = h[t * 16 + j];
+    sum += local[j];
+  }
+  uint32_t incl = sum;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const uint32_t v = __shfl_down_sync(0xffffffffu, incl, off);
+    if (lane + off < 32) incl += v;
+  }
+  if (lane == 0) s_warp[warp] = incl;
+  __syncthreads();
+  uint32_t later = 0, total = 0;
+  for (int w = 0; w < 8; ++w) {
+    total += s_warp[w];
+    if (w > warp) later += s_warp[w];
+  }
+  incl += later;
+  const uint32_t excl = incl - sum;
+  if (total < want) {
+    if (t == 0) info[row] = RowInfo{0, 0, 0, 0, 0, 0, {0, 0}};
+    return;
+  }
+  if (excl < want && incl >= want) {
+    uint32_t above = excl;
+    for (int j = 15; j >= 0; --j) {
+      if (above + local[j] >= want) {
+        info[row] = RowInfo{t * 16 + j, 0, 0, 0, 0, 0, {0, 0}};
+        break;
+      }
+      above += local[j];
+    }
+  }
+}
+
+// One read of every row: candidates in bins >= the cut go to the row's buffer (counted even
+// when the buffer is full, so that an overflow is detected).
+template <bool kVec>
+__global__ void __launch_bounds__(512) topk_sample_collect_kernel(const float* scores, int64_t ld, int64_t L,
+                                                                  const int32_t* row_len, int64_t chunk,
+                                                                  RowInfo* info, uint64_t* cand) {
+  const int64_t row = blockIdx.y;
+  const int64_t len = row_length(row_len, row, L);
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk;
+  const int64_t end = begin + chunk < len ? begin + chunk : len;
+  if (begin >= end) return;
+  RowInfo* ri = info + row;
+  const int32_t cut = ri->thr_bin;
+  uint64_t* out = cand + row * kCandCap;
+  for_each_in_chunk<kVec>(scores + row * ld, begin, end, [&](int64_t i, float x) {
+    const uint32_t key = ordered_key(x);
+    if (!key || static_cast<int32_t>(key >> kBinShift) < cut) return;
+    const uint32_t slot = atomicAdd(&ri->ccount, 1u);
+    if (slot < static_cast<uint32_t>(kCandCap)) out[slot] = make_composite(key, static_cast<uint32_t>(i));
+  });
+}
+
+// Exact top-k of the buffer when it holds every candidate above the cut and either at least k
+// of them or every valid candidate of the row (cut 0); otherwise flags the row for two-pass.
+__global__ void __launch_bounds__(512) topk_sample_final_kernel(const RowInfo* info, const uint64_t* cand, int k,
+                                                                int32_t* indices, int32_t* count, uint32_t* redo) {
+  extern __shared__ uint64_t s_list[];
+  __shared__ uint32_t s_hist[256];
+  __shared__ uint32_t s_misc[4];
+  __shared__ uint32_t s_n;
+  const int64_t row = blockIdx.x;
+  const RowInfo ri = info[row];
+  const uint32_t n = ri.ccount, uk = static_cast<uint32_t>(k);
+  const bool exact = n <= static_cast<uint32_t>(kCandCap) && (n >= uk || ri.thr_bin == 0);
+  if (threadIdx.x == 0) {
+    redo[row] = exact ? 0u : 1u;
+    s_n = 0;
+  }
+  if (!exact) return;
+  __syncthreads();
+  const ArraySrc src{cand + row * kCandCap};
+  const SelectCut cut = n <= uk ? SelectCut{1ull, 0} : block_radix_select(src, n, uk, 64, 0ull, s_hist, s_misc);
+  collect(src, n, cut, s_list, &s_n);
   __syncthreads();
   sort_and_write(s_list, static_cast<int>(s_n), k, indices + row * k, count ? count + row : nullptr);
 }
@@ -276,16 +416,6 @@ __global__ void __launch_bounds__(512) select_composites_kernel(const uint64_t* 
   sort_and_write(s_list, static_cast<int>(s_n), k, indices + row * k, count ? count + row : nullptr);
 }
 
-int sm_count() {
-  static int n = [] {
-    int dev = 0, v = 0;
-    IS_CUDA_CHECK(cudaGetDevice(&dev));
-    IS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return n;
-}
-
 size_t sort_smem(int k) { return static_cast<size_t>(detail::next_pow2(k)) * 8; }
 
 void set_smem_limits() {
@@ -294,6 +424,8 @@ void set_smem_limits() {
     IS_CUDA_CHECK(cudaFuncSetAttribute(topk_finalize_kernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     IS_CUDA_CHECK(cudaFuncSetAttribute(select_composites_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    IS_CUDA_CHECK(cudaFuncSetAttribute(topk_sample_final_kernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     return true;
   }();
@@ -304,7 +436,7 @@ void set_smem_limits() {
 
 size_t topk_workspace_bytes(int64_t T, int k) {
   return align_up(static_cast<size_t>(T) * kBins * 4, 256) +
-         align_up(static_cast<size_t>(T) * sizeof(RowInfo), 256) +
+         align_up(static_cast<size_t>(T) * sizeof(RowInfo), 256) + align_up(static_cast<size_t>(T) * 4, 256) +
          align_up(static_cast<size_t>(T) * k * 8, 256) + static_cast<size_t>(T) * kCandCap * 8;
 }
 
@@ -329,12 +461,13 @@ void topk_cuda(const TopkCudaParams& p) {
   cudaStream_t st = as_stream(p.stream);
   const int64_t ld = p.ld ? p.ld : p.L;
   const Workspace w = carve(p.workspace, p.T, p.k);
-  IS_CUDA_CHECK(cudaMemsetAsync(w.hist, 0, static_cast<size_t>(p.T) * kBins * 4, st));
+  const bool sampled = p.method == TopkMethod::kSampled ||
+                       (p.method == TopkMethod::kAuto && p.T * p.L >= (int64_t{1} << 25) && p.L >= 32768);
 
-  // Chunking: about 4 blocks per SM over all rows, chunks of at least 8K elements.
-  const int64_t target = 4LL * sm_count();
+  // Chunking: about 4 blocks per SM over all rows, chunks of at least 4K elements.
+  const int64_t target = 4LL * detail::sm_count();
   int64_t per_row = std::max<int64_t>(1, (target + p.T - 1) / p.T);
-  per_row = std::min<int64_t>(per_row, std::max<int64_t>(1, (p.L + 8191) / 8192));
+  per_row = std::min<int64_t>(per_row, std::max<int64_t>(1, (p.L + 4095) / 4096));
   int64_t chunk = (p.L + per_row - 1) / per_row;
   chunk = std::max<int64_t>(kChunkAlign, (chunk + kChunkAlign - 1) / kChunkAlign * kChunkAlign);
   const int64_t nchunks = std::max<int64_t>(1, (p.L + chunk - 1) / chunk);
@@ -346,27 +479,51 @@ void topk_cuda(const TopkCudaParams& p) {
     const int32_t* rl = p.row_len ? p.row_len + r0 : nullptr;
     uint32_t* hist = w.hist + r0 * kBins;
     RowInfo* info = w.info + r0;
+    uint32_t* redo = w.redo + r0;
     uint64_t* greater = w.greater + r0 * p.k;
     uint64_t* cand = w.cand + r0 * kCandCap;
+    int32_t* idx = p.indices + r0 * p.k;
+    int32_t* cnt = p.count ? p.count + r0 : nullptr;
     const dim3 grid(static_cast<unsigned>(nchunks), static_cast<unsigned>(nr));
+    const uint32_t* only = nullptr;
+    if (sampled && p.L > 0) {
+      IS_CUDA_CHECK(cudaMemsetAsync(hist, 0, static_cast<size_t>(nr) * kBins * 4, st));
+      const int64_t pieces = (p.L + kSampleChunk - 1) / kSampleChunk;
+      const int64_t spieces = (pieces + kSampleStride - 1) / kSampleStride;
+      const dim3 sgrid(static_cast<unsigned>((spieces + kSamplePerBlock - 1) / kSamplePerBlock),
+                       static_cast<unsigned>(nr));
+      topk_sample_hist_kernel<<<sgrid, 256, 0, st>>>(sc, ld, p.L, rl, hist);
+      IS_CUDA_LAUNCH_CHECK("topk_sample_hist_kernel");
+      topk_sample_cut_kernel<<<static_cast<unsigned>(nr), 256, 0, st>>>(hist, p.L, rl, p.k, info);
+      IS_CUDA_LAUNCH_CHECK("topk_sample_cut_kernel");
+      if (vec)
+        topk_sample_collect_kernel<true><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, info, cand);
+      else
+        topk_sample_collect_kernel<false><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, info, cand);
+      IS_CUDA_LAUNCH_CHECK("topk_sample_collect_kernel");
+      topk_sample_final_kernel<<<static_cast<unsigned>(nr), 512, sort_smem(p.k), st>>>(info, cand, p.k, idx, cnt, redo);
+      IS_CUDA_LAUNCH_CHECK("topk_sample_final_kernel");
+      only = redo;  // the two-pass kernels below touch only the flagged rows
+    }
+    IS_CUDA_CHECK(cudaMemsetAsync(hist, 0, static_cast<size_t>(nr) * kBins * 4, st));
     if (p.L > 0) {
       if (vec)
-        topk_hist_kernel<true><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, hist);
+        topk_hist_kernel<true><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, hist, only);
       else
-        topk_hist_kernel<false><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, hist);
+        topk_hist_kernel<false><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, hist, only);
       IS_CUDA_LAUNCH_CHECK("topk_hist_kernel");
     }
-    topk_threshold_kernel<<<static_cast<unsigned>(nr), 256, 0, st>>>(hist, p.k, info);
+    topk_threshold_kernel<<<static_cast<unsigned>(nr), 256, 0, st>>>(hist, p.k, info, only);
     IS_CUDA_LAUNCH_CHECK("topk_threshold_kernel");
     if (p.L > 0) {
       if (vec)
-        topk_filter_kernel<true><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, info, greater, p.k, cand);
+        topk_filter_kernel<true><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, info, greater, p.k, cand, only);
       else
-        topk_filter_kernel<false><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, info, greater, p.k, cand);
+        topk_filter_kernel<false><<<grid, 512, 0, st>>>(sc, ld, p.L, rl, chunk, info, greater, p.k, cand, only);
       IS_CUDA_LAUNCH_CHECK("topk_filter_kernel");
     }
-    topk_finalize_kernel<<<static_cast<unsigned>(nr), 512, sort_smem(p.k), st>>>(
-        sc, ld, p.L, rl, info, greater, cand, p.k, p.indices + r0 * p.k, p.count ? p.count + r0 : nullptr);
+    topk_finalize_kernel<<<static_cast<unsigned>(nr), 512, sort_smem(p.k), st>>>(sc, ld, p.L, rl, info, greater,
+                                                                                  cand, p.k, idx, cnt, only);
     IS_CUDA_LAUNCH_CHECK("topk_finalize_kernel");
   }
 }

@@ -23,6 +23,15 @@ namespace indexshare::cuda {
 
 inline constexpr int kTopkMaxK = 4096;
 
+// Both methods give the same exact result; they differ in memory traffic.
+enum class TopkMethod : int {
+  kAuto = 0,       // sampled when rows * L is large, else two-pass
+  kTwoPass = 1,    // steps 1-4 below: two reads of every row
+  kSampled = 2,    // one read: a 1/8 sample of each row picks a safe cut, one pass keeps the
+                   // candidates above it, an exact select finishes; rows where the cut misses
+                   // (too few or too many candidates, e.g. heavy ties) rerun two-pass
+};
+
 struct TopkCudaParams {
   const float* scores = nullptr;    // [T, ld] fp32, candidates are columns [0, L)
   const int32_t* row_len = nullptr; // [T] nullable: row t has candidates [0, min(row_len[t], L))
@@ -35,6 +44,7 @@ struct TopkCudaParams {
   void* workspace = nullptr;        // topk_workspace_bytes(T, k) bytes of device memory
   size_t workspace_bytes = 0;
   void* stream = nullptr;           // cudaStream_t, nullptr = default stream
+  TopkMethod method = TopkMethod::kAuto;
 };
 
 // Bytes of device workspace topk_cuda needs for T rows and this k.

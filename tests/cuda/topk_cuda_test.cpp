@@ -20,9 +20,11 @@ namespace {
 using cudatest::download;
 using cudatest::upload;
 
-// Runs topk_cuda on host rows [T, ld] and checks every row against the reference.
+// Runs topk_cuda (both methods) on host rows [T, ld] and checks every row against the reference.
 void run_and_check(const std::vector<float>& scores, int64_t T, int64_t L, int64_t ld, int k,
                    const std::vector<int32_t>& row_len = {}) {
+  for (auto method : {cuda::TopkMethod::kTwoPass, cuda::TopkMethod::kSampled}) {
+  SCOPED_TRACE(testing::Message() << "method " << static_cast<int>(method));
   auto d_scores = upload(scores);
   cuda::DeviceBuffer d_rl;
   if (!row_len.empty()) d_rl = upload(row_len);
@@ -41,6 +43,7 @@ void run_and_check(const std::vector<float>& scores, int64_t T, int64_t L, int64
   p.count = d_cnt.as<int32_t>();
   p.workspace = ws.get();
   p.workspace_bytes = ws.bytes();
+  p.method = method;
   cuda::topk_cuda(p);
   cuda::synchronize();
   const auto idx = download<int32_t>(d_idx, static_cast<size_t>(T) * k);
@@ -51,6 +54,7 @@ void run_and_check(const std::vector<float>& scores, int64_t T, int64_t L, int64
     const int n = ref::topk_row(scores.data() + t * ld, len, k, want.data());
     ASSERT_EQ(cnt[t], n) << "row " << t;
     for (int i = 0; i < k; ++i) ASSERT_EQ(idx[t * k + i], want[i]) << "row " << t << " slot " << i;
+  }
   }
 }
 
@@ -111,6 +115,23 @@ TEST(TopkCuda, TiesGoToLowerPositions) {
   }
   run_and_check(s, T, L, L, 2048);
   run_and_check(s, T, L, L, 4096);
+}
+
+// Rows built against the sampled method's 1/8 sample (pieces of 1024, every 8th sampled): the
+// cut it picks is wrong in both directions, so those rows must fall back to two-pass.
+TEST(TopkCuda, SampleAdversarialRowsFallBack) {
+  IS_REQUIRE_GPU();
+  const uint64_t seed = cudatest::fresh_seed();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int64_t T = 3, L = 100000;
+  auto s = cudatest::normal(rng, static_cast<size_t>(T * L));
+  for (int64_t i = 0; i < L; ++i) {
+    const bool in_sample = (i / 1024) % 8 == 0;
+    if (in_sample) s[i] += 100.0f;       // row 0: the sample sees only the best: too few kept
+    if (!in_sample) s[L + i] += 100.0f;  // row 1: the sample sees only the worst: too many kept
+  }
+  run_and_check(s, T, L, L, 2048);
 }
 
 TEST(TopkCuda, ManyRowsUnalignedStride) {
