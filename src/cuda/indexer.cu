@@ -15,7 +15,12 @@ namespace {
 using detail::IdxBatch;
 using detail::IdxCfg;
 
-constexpr int kScoreStages = 3;
+// cp.async stages: 3 when the block's warps share key tiles (prefill), 4 when every warp takes
+// its own (decode: more bytes in flight per SM).
+template <int WC>
+constexpr int score_stages() {
+  return WC == 1 ? 4 : 3;
+}
 
 struct ScoresEpi {
   float* out;  // this batch's [T, ld]
@@ -56,7 +61,7 @@ __global__ void __launch_bounds__(256, 1)
   float* bout = out + static_cast<int64_t>(b) * p.T * ld;
   ScoresEpi epi{bout, ld, p.T, bt.seq_len, bt.q_start};
   if (s_comp > s_begin)
-    detail::indexer_mainloop<kFp8, kH, NT, MT, WC, kScoreStages>(
+    detail::indexer_mainloop<kFp8, kH, NT, MT, WC, score_stages<WC>()>(
         bt, static_cast<const uint8_t*>(p.k_cache), p.T, p.scale, col0, s_begin, s_comp, smem, epi);
   // Keys no token of the block can see.
   const int64_t w = s_end - s_comp;
@@ -69,7 +74,7 @@ void launch_scores(const IndexerCudaParams& p, float* scores, int64_t ld) {
   using C = IdxCfg<kFp8>;
   constexpr int kBlockCols = WC * NT * 8;
   auto kernel = indexer_scores_kernel<kFp8, kH, NT, MT, WC>;
-  const int smem = kScoreStages * C::kStageBytes;
+  const int smem = score_stages<WC>() * C::kStageBytes;
   static const bool once = (detail::allow_smem(kernel, smem), true);
   (void)once;
   const int64_t gx = detail::ceil_div(p.T * kH, kBlockCols);

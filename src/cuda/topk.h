@@ -25,7 +25,7 @@ inline constexpr int kTopkMaxK = 4096;
 
 // Both methods give the same exact result; they differ in memory traffic.
 enum class TopkMethod : int {
-  kAuto = 0,       // sampled when rows * L is large, else two-pass
+  kAuto = 0,       // sampled for >= 32M scores in rows of 32K..512K, else two-pass
   kTwoPass = 1,    // steps 1-4 below: two reads of every row
   kSampled = 2,    // one read: a 1/8 sample of each row picks a safe cut, one pass keeps the
                    // candidates above it, an exact select finishes; rows where the cut misses
