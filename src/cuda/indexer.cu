@@ -17,9 +17,9 @@ using detail::IdxCfg;
 
 // cp.async stages: 3 when the block's warps share key tiles (prefill), 4 when every warp takes
 // its own (decode: more bytes in flight per SM).
-template <int WC>
+template <int WC, int MB>
 constexpr int score_stages() {
-  return WC == 1 ? 4 : 3;
+  return (WC == 1 && MB == 1) ? 4 : 3;
 }
 
 struct ScoresEpi {
@@ -40,8 +40,9 @@ struct ScoresEpi {
   }
 };
 
-template <bool kFp8, int kH, int NT, int MT, int WC>
-__global__ void __launch_bounds__(256, 1)
+// MB: blocks per SM the register budget is cut for (2 doubles the warps that hide latency).
+template <bool kFp8, int kH, int NT, int MT, int WC, int MB>
+__global__ void __launch_bounds__(256, MB)
     indexer_scores_kernel(const IndexerCudaParams p, float* out, int64_t ld, int64_t keys_per_split) {
   using C = IdxCfg<kFp8>;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -61,7 +62,7 @@ __global__ void __launch_bounds__(256, 1)
   float* bout = out + static_cast<int64_t>(b) * p.T * ld;
   ScoresEpi epi{bout, ld, p.T, bt.seq_len, bt.q_start};
   if (s_comp > s_begin)
-    detail::indexer_mainloop<kFp8, kH, NT, MT, WC, score_stages<WC>()>(
+    detail::indexer_mainloop<kFp8, kH, NT, MT, WC, score_stages<WC, MB>()>(
         bt, static_cast<const uint8_t*>(p.k_cache), p.T, p.scale, col0, s_begin, s_comp, smem, epi);
   // Keys no token of the block can see.
   const int64_t w = s_end - s_comp;
@@ -69,16 +70,16 @@ __global__ void __launch_bounds__(256, 1)
     for (int64_t i = threadIdx.x; i < w; i += blockDim.x) bout[t * ld + s_comp + i] = -INFINITY;
 }
 
-template <bool kFp8, int kH, int NT, int MT, int WC>
+template <bool kFp8, int kH, int NT, int MT, int WC, int MB = 1>
 void launch_scores(const IndexerCudaParams& p, float* scores, int64_t ld) {
   using C = IdxCfg<kFp8>;
   constexpr int kBlockCols = WC * NT * 8;
-  auto kernel = indexer_scores_kernel<kFp8, kH, NT, MT, WC>;
-  const int smem = score_stages<WC>() * C::kStageBytes;
+  auto kernel = indexer_scores_kernel<kFp8, kH, NT, MT, WC, MB>;
+  const int smem = score_stages<WC, MB>() * C::kStageBytes;
   static const bool once = (detail::allow_smem(kernel, smem), true);
   (void)once;
   const int64_t gx = detail::ceil_div(p.T * kH, kBlockCols);
-  const int64_t target = 4LL * detail::sm_count();
+  const int64_t target = 4LL * MB * detail::sm_count();
   int64_t splits = std::max<int64_t>(1, detail::ceil_div(target, gx * p.B));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, detail::ceil_div(p.L, C::kStageKeys)));
   const int64_t kps = detail::round_up(detail::ceil_div(p.L, splits), C::kStageKeys);
@@ -120,10 +121,12 @@ void indexer_scores_cuda(const IndexerCudaParams& p, float* scores, int64_t ld) 
   IS_CHECK(scores != nullptr, "indexer_scores_cuda: scores is null");
   const int64_t th = p.T * p.H;
   const bool fp8 = p.format == IndexerFormat::kFp8;
+  // Measured on the H200 (docs/cuda.md): one block of 8 warps per SM left the kernel latency
+  // bound (ncu: 2 warps per scheduler); the MB = 2 configurations keep 16 warps per SM.
   if (fp8 && p.H == 32) {
-    if (th <= 32) return launch_scores<true, 32, 4, 2, 1>(p, scores, ld);
-    if (th <= 128) return launch_scores<true, 32, 8, 1, 2>(p, scores, ld);
-    return launch_scores<true, 32, 8, 1, 8>(p, scores, ld);
+    if (th <= 32) return launch_scores<true, 32, 4, 2, 1, 2>(p, scores, ld);
+    if (th <= 128) return launch_scores<true, 32, 4, 1, 2, 2>(p, scores, ld);
+    return launch_scores<true, 32, 4, 1, 8, 2>(p, scores, ld);
   }
   if (fp8) {
     if (th <= 64) return launch_scores<true, 64, 8, 1, 1>(p, scores, ld);
@@ -131,8 +134,8 @@ void indexer_scores_cuda(const IndexerCudaParams& p, float* scores, int64_t ld) 
     return launch_scores<true, 64, 8, 1, 8>(p, scores, ld);
   }
   if (p.H == 32) {
-    if (th <= 32) return launch_scores<false, 32, 4, 2, 1>(p, scores, ld);
-    return launch_scores<false, 32, 4, 2, 8>(p, scores, ld);
+    if (th <= 32) return launch_scores<false, 32, 4, 2, 1, 2>(p, scores, ld);
+    return launch_scores<false, 32, 4, 1, 8, 2>(p, scores, ld);
   }
   if (th <= 64) return launch_scores<false, 64, 8, 1, 1>(p, scores, ld);
   return launch_scores<false, 64, 8, 1, 8>(p, scores, ld);
