@@ -88,7 +88,7 @@ TEST(Quant, RefF16EncoderRoundTripsEveryCode) {
 // (4- or 8-bit q times an 11-bit d), so the kernels may fuse or not and still agree.
 TEST(Quant, DequantizeQ4_1MatchesClosedForm) {
   const unsigned seed = std::random_device{}();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   for (int64_t blocks : {1, 3, 18}) {
     const auto raw = random_q4_1(rng, blocks);
@@ -118,7 +118,7 @@ TEST(Quant, DequantizeQ4_1NibbleOrder) {
 
 TEST(Quant, DequantizeQ8MatchesClosedForm) {
   const unsigned seed = std::random_device{}();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   for (int64_t blocks : {1, 5, 13}) {
     const auto q80 = random_q8(rng, blocks, 34);
@@ -222,7 +222,7 @@ void expect_q8_blocks(const std::vector<float>& x, bool with_sum) {
 
 TEST(Quant, QuantizeQ8MatchesReference) {
   const unsigned seed = std::random_device{}();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> x(32 * 40);
@@ -282,7 +282,7 @@ TEST(Quant, QuantizeQ8NonFiniteBlock) {
 
 TEST(Quant, QuantizeQ4_1RoundTrip) {
   const unsigned seed = std::random_device{}();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-3.0f, 5.0f);
   std::vector<float> x(32 * 9);
