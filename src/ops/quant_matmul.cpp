@@ -31,8 +31,9 @@ struct Ctx {
   int64_t ldy;
   const BlockQ8_1* a1;  // [M, nb] (Q4_1 weights)
   const BlockQ8_0* a0;  // [M, nb] (Q8_0 weights)
-  const float* ad;      // [M, nb] activation scales d as f32
-  const float* as;      // [M, nb] activation sums s as f32 (Q8_1)
+  const float* ad;      // [M, ls] activation scales d as f32
+  const float* as;      // [M, ls] activation sums s as f32 (Q8_1), zero beyond nb
+  int64_t ls;           // row stride of ad / as: nb rounded up to a multiple of 8
 };
 
 template <class Block>
@@ -45,8 +46,8 @@ const Block* wrow(const Ctx& c, int64_t n) {
 float dot_q4_1_scalar(const Ctx& c, int64_t m, int64_t n) {
   const BlockQ4_1* w = wrow<BlockQ4_1>(c, n);
   const BlockQ8_1* a = c.a1 + m * c.nb;
-  const float* ad = c.ad + m * c.nb;
-  const float* as = c.as + m * c.nb;
+  const float* ad = c.ad + m * c.ls;
+  const float* as = c.as + m * c.ls;
   float acc = 0.0f, summ = 0.0f;
   for (int64_t b = 0; b < c.nb; ++b) {
     int sumi = 0;
@@ -62,7 +63,7 @@ float dot_q4_1_scalar(const Ctx& c, int64_t m, int64_t n) {
 float dot_q8_0_scalar(const Ctx& c, int64_t m, int64_t n) {
   const BlockQ8_0* w = wrow<BlockQ8_0>(c, n);
   const BlockQ8_0* a = c.a0 + m * c.nb;
-  const float* ad = c.ad + m * c.nb;
+  const float* ad = c.ad + m * c.ls;
   float acc = 0.0f;
   for (int64_t b = 0; b < c.nb; ++b) {
     int sumi = 0;
@@ -121,6 +122,10 @@ IS_AVX2 inline __m256 dot_u8s8(__m256i u, __m256i s) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+// Blocks per chunk of the Q4_1 kernel: the m * s terms of a chunk are summed as one 8-wide
+// dot product after it (keeping them out of the registers the main loop needs).
+constexpr int kChunk = 32;
+
 struct Q41Avx2 {
   template <int MR, int NR>
   IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
@@ -134,24 +139,41 @@ struct Q41Avx2 {
         summ[i][r] = 0.0f;
       }
     }
+    alignas(32) float mws[NR][kChunk];
     const __m256i low = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < c.nb; ++b) {
-      __m256i wq[NR];
-      float dw[NR], mw[NR];
+    for (int64_t b0 = 0; b0 < c.nb; b0 += kChunk) {
+      const int len = static_cast<int>(std::min<int64_t>(kChunk, c.nb - b0));
+      for (int j = 0; j < len; ++j) {
+        const int64_t b = b0 + j;
+        __m256i wq[NR];
+        float dw[NR];
+        for (int r = 0; r < NR; ++r) {
+          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
+          // Element order: low nibbles are elements 0..15, high nibbles 16..31.
+          wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+          dw[r] = _cvtsh_ss(w[r][b].d);
+          mws[r][j] = _cvtsh_ss(w[r][b].m);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const int64_t ab = (m + i) * c.nb + b;
+          const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
+          const float da = c.ad[(m + i) * c.ls + b];
+          for (int r = 0; r < NR; ++r) {
+            acc[i][r] = _mm256_fmadd_ps(dot_u8s8(wq[r], aq), _mm256_set1_ps(dw[r] * da), acc[i][r]);
+          }
+        }
+      }
+      // Σ_j m_w[j] s_a[j] over the chunk; both are zero past its end (s_a by padding).
+      const int len8 = (len + 7) / 8 * 8;
       for (int r = 0; r < NR; ++r) {
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
-        // Element order: low nibbles are elements 0..15, high nibbles 16..31.
-        wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
-        dw[r] = _cvtsh_ss(w[r][b].d);
-        mw[r] = _cvtsh_ss(w[r][b].m);
+        for (int j = len; j < len8; ++j) mws[r][j] = 0.0f;
       }
       for (int i = 0; i < MR; ++i) {
-        const int64_t ab = (m + i) * c.nb + b;
-        const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
-        const float da = c.ad[ab], sa = c.as[ab];
+        const float* sa = c.as + (m + i) * c.ls + b0;
         for (int r = 0; r < NR; ++r) {
-          acc[i][r] = _mm256_fmadd_ps(dot_u8s8(wq[r], aq), _mm256_set1_ps(dw[r] * da), acc[i][r]);
-          summ[i][r] = std::fma(mw[r], sa, summ[i][r]);
+          __m256 v = _mm256_setzero_ps();
+          for (int j = 0; j < len8; j += 8) v = _mm256_fmadd_ps(_mm256_load_ps(&mws[r][j]), _mm256_loadu_ps(sa + j), v);
+          summ[i][r] += hsum(v);
         }
       }
     }
@@ -181,7 +203,7 @@ struct Q80Avx2 {
       for (int i = 0; i < MR; ++i) {
         const int64_t ab = (m + i) * c.nb + b;
         const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a0[ab].qs));
-        const float da = c.ad[ab];
+        const float da = c.ad[(m + i) * c.ls + b];
         for (int r = 0; r < NR; ++r) {
           // |w| * (a with w's sign) = w * a; activations lie in [-127, 127].
           const __m256 p = dot_u8s8(wabs[r], _mm256_sign_epi8(aq, wq[r]));
@@ -352,9 +374,11 @@ void quant_matmul(const QMatmulParams& p) {
   // Quantise the activations (rows are independent).
   Scratch& s = t_scratch;
   const size_t total = static_cast<size_t>(p.M * c.nb);
-  if (s.ad.size() < total) {
-    s.ad.resize(total);
-    s.as.resize(total);
+  c.ls = (c.nb + 7) / 8 * 8;
+  const size_t scales = static_cast<size_t>(p.M * c.ls);
+  if (s.ad.size() < scales) {
+    s.ad.resize(scales);
+    s.as.resize(scales);
   }
   if (act == GgmlType::kQ8_1) {
     if (s.a1.size() < total) s.a1.resize(total);
@@ -364,9 +388,10 @@ void quant_matmul(const QMatmulParams& p) {
     parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K), [&](int64_t m0, int64_t m1) {
       for (int64_t m = m0; m < m1; ++m) {
         quantize_row_q8_1(p.x + m * ldx, a1 + m * c.nb, p.K);
-        for (int64_t b = m * c.nb; b < (m + 1) * c.nb; ++b) {
-          ad[b] = f16_to_f32(a1[b].d);
-          as[b] = f16_to_f32(a1[b].s);
+        for (int64_t b = 0; b < c.ls; ++b) {
+          const bool in = b < c.nb;
+          ad[m * c.ls + b] = in ? f16_to_f32(a1[m * c.nb + b].d) : 0.0f;
+          as[m * c.ls + b] = in ? f16_to_f32(a1[m * c.nb + b].s) : 0.0f;
         }
       }
     });
@@ -381,7 +406,7 @@ void quant_matmul(const QMatmulParams& p) {
   parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       quantize_row_q8_0(p.x + m * ldx, a0 + m * c.nb, p.K);
-      for (int64_t b = m * c.nb; b < (m + 1) * c.nb; ++b) ad[b] = f16_to_f32(a0[b].d);
+      for (int64_t b = 0; b < c.nb; ++b) ad[m * c.ls + b] = f16_to_f32(a0[m * c.nb + b].d);
     }
   });
   c.a0 = a0;
