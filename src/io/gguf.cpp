@@ -45,17 +45,28 @@ bool is_float(GgufValueType t) {
 // context (the key or tensor being read), the field and the byte offset.
 class Cursor {
  public:
+  static constexpr uint64_t kNoIndex = ~uint64_t{0};
+
   Cursor(std::span<const uint8_t> bytes, const std::string& file) : bytes_(bytes), file_(file) {}
 
   uint64_t pos() const { return pos_; }
   uint64_t left() const { return bytes_.size() - pos_; }
-  void set_context(std::string c) { ctx_ = std::move(c); }
+  // What is being read, for error messages (formatted only when an error is raised): e.g.
+  // ("tensor info", 3, "blk.0.attn_q.weight") or ("header").
+  void set_context(const char* kind, uint64_t index = kNoIndex, std::string_view name = {}) {
+    ctx_kind_ = kind;
+    ctx_index_ = index;
+    ctx_name_ = name;
+  }
   std::span<const uint8_t> slice(uint64_t begin, uint64_t end) const {
     return bytes_.subspan(static_cast<size_t>(begin), static_cast<size_t>(end - begin));
   }
 
   [[noreturn]] void error(std::string_view field, const std::string& problem) const {
-    fail(file_, ": ", ctx_, ctx_.empty() ? "" : ": ", field, ": ", problem, " (at byte ", pos_, ")");
+    std::string ctx = ctx_kind_;
+    if (ctx_index_ != kNoIndex) ctx += cat(" #", ctx_index_);
+    if (!ctx_name_.empty()) ctx += cat(" '", ctx_name_, "'");
+    fail(file_, ": ", ctx, ctx.empty() ? "" : ": ", field, ": ", problem, " (at byte ", pos_, ")");
   }
 
   void need(uint64_t n, std::string_view field) const {
@@ -101,7 +112,9 @@ class Cursor {
  private:
   std::span<const uint8_t> bytes_;
   const std::string& file_;
-  std::string ctx_;
+  const char* ctx_kind_ = "";
+  uint64_t ctx_index_ = kNoIndex;
+  std::string_view ctx_name_;
   uint64_t pos_ = 0;
 };
 
@@ -284,9 +297,10 @@ GgufFile GgufFile::parse(std::span<const uint8_t> bytes, const std::string& name
   // ---- metadata ----
   f.kv_.reserve(static_cast<size_t>(n_kv));
   for (uint64_t i = 0; i < n_kv; ++i) {
-    c.set_context(cat("metadata entry #", i));
-    std::string key(c.read_string("key"));
-    c.set_context(cat("metadata entry #", i, " '", key, "'"));
+    c.set_context("metadata entry", i);
+    const std::string_view key_view = c.read_string("key");
+    c.set_context("metadata entry", i, key_view);
+    std::string key(key_view);
     if (f.kv_index_.count(key) != 0) c.error("key", "duplicate key");
     const GgufValueType type = read_value_type(c, "value type");
     GgufValue value = parse_value(c, type, 0);
@@ -295,7 +309,7 @@ GgufFile GgufFile::parse(std::span<const uint8_t> bytes, const std::string& name
   }
 
   // ---- general.alignment ----
-  c.set_context("metadata 'general.alignment'");
+  c.set_context("metadata", Cursor::kNoIndex, "general.alignment");
   if (auto it = f.kv_index_.find("general.alignment"); it != f.kv_index_.end()) {
     const GgufValue& v = f.kv_[it->second].second;
     const auto* u = std::get_if<uint64_t>(&v.v);
@@ -314,10 +328,11 @@ GgufFile GgufFile::parse(std::span<const uint8_t> bytes, const std::string& name
   // ---- tensor infos ----
   f.tensors_.reserve(static_cast<size_t>(n_tensors));
   for (uint64_t i = 0; i < n_tensors; ++i) {
-    c.set_context(cat("tensor info #", i));
+    c.set_context("tensor info", i);
     GgufTensorInfo t;
-    t.name = std::string(c.read_string("name"));
-    c.set_context(cat("tensor info #", i, " '", t.name, "'"));
+    const std::string_view name_view = c.read_string("name");
+    c.set_context("tensor info", i, name_view);
+    t.name = std::string(name_view);
     if (t.name.size() > kGgufMaxNameBytes) {
       c.error("name", cat("name is ", t.name.size(), " bytes, longer than ", kGgufMaxNameBytes));
     }
@@ -445,7 +460,7 @@ std::vector<std::string> GgufFile::get_string_array(std::string_view key) const 
   IS_CHECK(a.elem_type == GgufValueType::kString, name_, ": metadata key '", key,
            "': expected an array of strings, found an array of ", gguf_value_type_name(a.elem_type));
   Cursor c(a.bytes, name_);
-  c.set_context(cat("metadata key '", key, "'"));
+  c.set_context("metadata key", Cursor::kNoIndex, key);
   std::vector<std::string> out;
   out.reserve(static_cast<size_t>(a.count));  // bounded: validated against the encoded bytes
   for (uint64_t i = 0; i < a.count; ++i) out.emplace_back(c.read_string("array string element"));
@@ -459,7 +474,7 @@ std::vector<int64_t> GgufFile::get_int_array(std::string_view key) const {
            ": metadata key '", key, "': expected an array of integers, found an array of ",
            gguf_value_type_name(a.elem_type));
   Cursor c(a.bytes, name_);
-  c.set_context(cat("metadata key '", key, "'"));
+  c.set_context("metadata key", Cursor::kNoIndex, key);
   std::vector<int64_t> out;
   out.reserve(static_cast<size_t>(a.count));
   const std::string what = cat("metadata key '", key, "'");
@@ -473,7 +488,7 @@ std::vector<double> GgufFile::get_float_array(std::string_view key) const {
   IS_CHECK(size > 0 && a.elem_type != GgufValueType::kBool, name_, ": metadata key '", key,
            "': expected an array of numbers, found an array of ", gguf_value_type_name(a.elem_type));
   Cursor c(a.bytes, name_);
-  c.set_context(cat("metadata key '", key, "'"));
+  c.set_context("metadata key", Cursor::kNoIndex, key);
   std::vector<double> out;
   out.reserve(static_cast<size_t>(a.count));
   const std::string what = cat("metadata key '", key, "'");
