@@ -102,7 +102,7 @@ void LlamaModel::dense(const AttentionCall& a, int n_heads, int n_kv_heads, int 
 }
 
 void LlamaModel::forward(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
-                         const AttentionHook& hook) const {
+                         AttentionBackend* backend) const {
   IS_CHECK(T > 0, "llama forward: empty input (no tokens)");
   IS_CHECK(tokens != nullptr, "llama forward: tokens is null");
   IS_CHECK(cache.capacity > 0 && static_cast<int>(cache.k.size()) == cfg_.n_layers,
@@ -154,7 +154,7 @@ void LlamaModel::forward(const int32_t* tokens, int64_t T, KvCache& cache, float
     a.v = cache.v[static_cast<size_t>(l)].data();
     a.out = att.data();
     a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
-    if (!hook || !hook(a)) dense(a, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(Dh));
+    if (!backend || !backend->attend(a)) dense(a, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(Dh));
 
     matmul(W.wo, att.data(), T, h.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += h[i];

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "core/ggml_type.h"
@@ -71,8 +70,17 @@ struct AttentionCall {
   float* out = nullptr;           // [T, H, Dh] to be written by the hook
   float scale = 0.0f;             // 1/sqrt(Dh)
 };
-// Returns true when it wrote `out`; false lets the model run dense attention.
-using AttentionHook = std::function<bool(const AttentionCall&)>;
+// Replaces (or observes) attention per layer: the DSA / IndexShare path and the distillation
+// capture implement it. State that lives across calls (indexer-K caches, counters) belongs to
+// the backend; begin_sequence() is called by users of the model when a new sequence starts
+// (the KV cache is cleared).
+class AttentionBackend {
+ public:
+  virtual ~AttentionBackend() = default;
+  virtual void begin_sequence() {}
+  // Returns true when it wrote a.out; false lets the model run dense attention.
+  virtual bool attend(const AttentionCall& a) = 0;
+};
 
 class LlamaModel {
  public:
@@ -82,7 +90,7 @@ class LlamaModel {
   // Runs tokens [T] at positions cache.length .. cache.length + T - 1 and appends to the cache.
   // logits: [T, vocab] when all_logits, else [vocab] for the last token; may be null.
   void forward(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
-               const AttentionHook& hook = {}) const;
+               AttentionBackend* backend = nullptr) const;
 
   // Dense attention for one call (also what a hook can fall back to).
   static void dense(const AttentionCall& a, int n_heads, int n_kv_heads, int head_dim);
