@@ -202,7 +202,8 @@ size_t formula(const ops::IndexerParams& p, const ops::IndexerTopkOptions& o, in
   const auto slots = static_cast<size_t>(p.T * splits);
   return a64(slots * static_cast<size_t>(cap) * 8) + a64(slots * 8) + a64(slots * 4) +
          static_cast<size_t>(workers) *
-             (a64(static_cast<size_t>(rb * kt) * 4) + a64(static_cast<size_t>(ops::indexer_tile_workspace_floats(p, rb)) * 4));
+             (a64(static_cast<size_t>(rb * kt) * 4) + a64(static_cast<size_t>(ops::indexer_tile_workspace_floats(p, rb)) * 4) +
+              a64(static_cast<size_t>(std::min<int64_t>(o.k, p.L)) * 8));
 }
 
 TEST(IndexerTopk, ScratchFollowsTheFormulaAndStaysSmall) {
