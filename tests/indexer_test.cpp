@@ -2,13 +2,16 @@
 // invariance, the causal boundary, NaN propagation and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstring>
 #include <limits>
 #include <vector>
 
 #include "indexer_test_util.h"
 #include "ops/indexer.h"
+#include "ops/topk.h"
 #include "ref/indexer_ref.h"
 
 namespace indexshare {
@@ -56,6 +59,41 @@ void expect_close_to_ref(const std::vector<float>& got, const ref::IndexerRefOut
       ADD_FAILURE() << "entry " << i << ": got " << got[i] << " want " << want.score[i] << " cond " << want.cond[i];
   }
   EXPECT_EQ(bad, 0);
+}
+
+std::vector<int32_t> topk_of(const std::vector<float>& scores, int64_t T, int64_t L, int k) {
+  std::vector<int32_t> idx(static_cast<size_t>(T * k));
+  ops::TopkParams tp;
+  tp.scores = scores.data();
+  tp.T = T;
+  tp.L = L;
+  tp.k = k;
+  tp.indices = idx.data();
+  ops::topk(tp);
+  return idx;
+}
+
+// Compares the top-k sets of a and b on the rows where the float64 gap between the k-th and
+// (k+1)-th scores exceeds twice the fp32 error bound (so rounding cannot reorder them).
+// Returns how many rows were compared.
+int64_t expect_same_sets_where_gapped(const std::vector<int32_t>& a, const std::vector<int32_t>& b,
+                                      const ref::IndexerRefOut& want, int64_t T, int64_t L, int k, int H, int D) {
+  const double gamma = (D + H + 4) * std::ldexp(1.0, -24);
+  int64_t checked = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> row(want.score.begin() + t * L, want.score.begin() + (t + 1) * L);
+    const double max_cond = *std::max_element(want.cond.begin() + t * L, want.cond.begin() + (t + 1) * L);
+    std::sort(row.begin(), row.end(), std::greater<double>());
+    if (L > k && row[static_cast<size_t>(k)] != ref::kRefNegInf &&
+        row[static_cast<size_t>(k - 1)] - row[static_cast<size_t>(k)] <= 2 * gamma * max_cond)
+      continue;
+    std::vector<int32_t> sa(a.begin() + t * k, a.begin() + (t + 1) * k), sb(b.begin() + t * k, b.begin() + (t + 1) * k);
+    std::sort(sa.begin(), sa.end());
+    std::sort(sb.begin(), sb.end());
+    EXPECT_EQ(sa, sb) << "row " << t;
+    ++checked;
+  }
+  return checked;
 }
 
 struct Shape {
@@ -150,7 +188,7 @@ TEST(Indexer, OneAndTwoThreadsAgreeBitwise) {
     set_simd_enabled(simd);
     const uint32_t seed = test::fresh_seed();
     SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd);
-    IndexerInputs in = make_inputs(70, 3000, 9, 64, 2000, seed);
+    IndexerInputs in = make_inputs(40, 1500, 9, 64, 1000, seed);
     set_num_threads(1);
     const std::vector<float> a = run_scores(in.p);
     set_num_threads(2);
@@ -180,6 +218,27 @@ TEST(Indexer, SimdMatchesScalar) {
     worst = std::max(worst, std::fabs(static_cast<double>(simd[i]) - scalar[i]) / want.cond[i]);
   }
   EXPECT_LE(worst, 1e-6) << "largest |simd - scalar| relative to sum_h |w'| sum_d |q k|";
+  // Same top-k sets on every row whose k-th / (k+1)-th gap (float64) exceeds both paths' error.
+  const int k = 64;
+  const std::vector<int32_t> a = topk_of(scalar, in.p.T, in.p.L, k), b = topk_of(simd, in.p.T, in.p.L, k);
+  const int64_t checked = expect_same_sets_where_gapped(a, b, want, in.p.T, in.p.L, k, in.p.H, in.p.D);
+  EXPECT_GE(checked, in.p.T / 2);
+}
+
+TEST(Indexer, TopkSetsEqualFloat64ReferenceOnTieFreeData) {
+  test::ModeGuard guard;
+  for (bool simd : test::simd_modes()) {
+    set_simd_enabled(simd);
+    const uint32_t seed = test::fresh_seed();
+    SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd);
+    IndexerInputs in = make_inputs(12, 1000, 32, 128, 990, seed, Values::kGaussian, true);
+    const ref::IndexerRefOut want = run_ref(in);
+    const int k = 100;
+    const std::vector<int32_t> got = topk_of(run_scores(in.p), in.p.T, in.p.L, k);
+    const ref::TopkRefOut r = ref::topk(want.score.data(), in.p.T, in.p.L, in.p.L, k);
+    const int64_t checked = expect_same_sets_where_gapped(got, r.idx, want, in.p.T, in.p.L, k, in.p.H, in.p.D);
+    EXPECT_GE(checked, in.p.T / 2);
+  }
 }
 
 TEST(Indexer, NanPropagatesOnlyToVisibleScores) {
