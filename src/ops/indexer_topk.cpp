@@ -33,7 +33,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct Plan {
   int64_t rb = 0, kt = 0, nrb = 0, splits = 1, items = 0, workers = 0, cap = 0, ws_floats = 0;
-  size_t cand_bytes = 0, ncand_bytes = 0, theta_bytes = 0, tile_bytes = 0, ws_bytes = 0, sort_bytes = 0;
+  size_t cand_bytes = 0, ncand_bytes = 0, theta_bytes = 0, tile_bytes = 0, ws_bytes = 0,
+         sort_bytes = 0;
   size_t total = 0;
 };
 
@@ -61,9 +62,10 @@ Plan make_plan(const IndexerParams& p, const IndexerTopkOptions& o, int threads)
   pl.cap = std::min<int64_t>(2 * static_cast<int64_t>(o.k), p.L);
   pl.ws_floats = indexer_tile_workspace_floats(p, pl.rb);
   const double slots = static_cast<double>(p.T) * static_cast<double>(pl.splits);
-  const double approx = slots * (static_cast<double>(pl.cap) * 8 + 12) +
-                        static_cast<double>(pl.workers) * (static_cast<double>(pl.rb * pl.kt + pl.ws_floats) * 4 +
-                                                           static_cast<double>(pl.cap) * 8);
+  const double approx =
+      slots * (static_cast<double>(pl.cap) * 8 + 12) +
+      static_cast<double>(pl.workers) *
+          (static_cast<double>(pl.rb * pl.kt + pl.ws_floats) * 4 + static_cast<double>(pl.cap) * 8);
   IS_CHECK(approx < 0x1p60, "indexer_topk: scratch of ~", approx, " bytes is too large (T = ", p.T,
            ", k = ", o.k, ", row_block * key_tile = ", pl.rb * pl.kt, ")");
   const auto rows = static_cast<size_t>(p.T * pl.splits);
@@ -138,13 +140,16 @@ struct Ctx {
   std::byte* worker_base = nullptr;  // per worker: [score tile][tile workspace][sort scratch]
 
   size_t worker_bytes() const { return pl->tile_bytes + pl->ws_bytes + pl->sort_bytes; }
-  float* tile(int64_t w) const { return reinterpret_cast<float*>(worker_base + static_cast<size_t>(w) * worker_bytes()); }
+  float* tile(int64_t w) const {
+    return reinterpret_cast<float*>(worker_base + static_cast<size_t>(w) * worker_bytes());
+  }
   float* workspace(int64_t w) const {
-    return reinterpret_cast<float*>(worker_base + static_cast<size_t>(w) * worker_bytes() + pl->tile_bytes);
+    return reinterpret_cast<float*>(worker_base + static_cast<size_t>(w) * worker_bytes() +
+                                    pl->tile_bytes);
   }
   uint64_t* sort_tmp(int64_t w) const {
-    return reinterpret_cast<uint64_t*>(worker_base + static_cast<size_t>(w) * worker_bytes() + pl->tile_bytes +
-                                       pl->ws_bytes);
+    return reinterpret_cast<uint64_t*>(worker_base + static_cast<size_t>(w) * worker_bytes() +
+                                       pl->tile_bytes + pl->ws_bytes);
   }
 };
 
@@ -171,8 +176,9 @@ void run_item(const Ctx& c, int64_t item, int64_t worker) {
       if (n <= 0 || c.ncand[slot] < 0) continue;
       uint64_t* cand = c.cand + slot * pl.cap;
       const float* row = tile + (t - t0) * pl.kt;
-      const int64_t nan_at = c.simd ? merge_avx2(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k)
-                                    : merge_scalar(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k);
+      const int64_t nan_at =
+          c.simd ? merge_avx2(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k)
+                 : merge_scalar(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k);
       if (nan_at >= 0) c.ncand[slot] = -1 - (s0 + nan_at);
     }
   }
@@ -181,7 +187,8 @@ void run_item(const Ctx& c, int64_t item, int64_t worker) {
     if (c.ncand[slot] < 0) continue;
     uint64_t* cand = c.cand + slot * pl.cap;
     if (pl.splits == 1) {
-      const int64_t m = detail::write_topk(cand, c.ncand[slot], c.k, c.indices + t * c.k, c.sort_tmp(worker));
+      const int64_t m =
+          detail::write_topk(cand, c.ncand[slot], c.k, c.indices + t * c.k, c.sort_tmp(worker));
       if (c.count) c.count[t] = static_cast<int32_t>(m);
     } else {
       c.ncand[slot] = detail::keep_largest(cand, c.ncand[slot], c.k);
@@ -204,12 +211,13 @@ void merge_splits(const Ctx& c, int64_t t, int64_t worker) {
 }
 
 struct FreeAligned {
-  void operator()(std::byte* ptr) const { ::operator delete(ptr, std::align_val_t{64}); }
+  void operator()(std::byte* ptr) const { ::operator delete (ptr, std::align_val_t{64}); }
 };
 
 }  // namespace
 
-size_t indexer_topk_scratch_bytes(const IndexerParams& p, const IndexerTopkOptions& o, int threads) {
+size_t indexer_topk_scratch_bytes(const IndexerParams& p, const IndexerTopkOptions& o,
+                                  int threads) {
   check_sizes(p, o);
   IS_CHECK(threads >= 1, "indexer_topk_scratch_bytes: threads = ", threads, " must be >= 1");
   return make_plan(p, o, threads).total;
@@ -230,7 +238,7 @@ void indexer_topk(const IndexerParams& p, const IndexerTopkOptions& o, int32_t* 
   }
   const Plan pl = make_plan(p, o, num_threads());
   std::unique_ptr<std::byte, FreeAligned> scratch(
-      static_cast<std::byte*>(::operator new(pl.total, std::align_val_t{64})));
+      static_cast<std::byte*>(::operator new (pl.total, std::align_val_t{64})));
   std::byte* base = scratch.get();
   Ctx c;
   c.p = &p;

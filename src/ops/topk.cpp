@@ -69,8 +69,10 @@ __attribute__((target("avx2,fma"))) int64_t collect_avx2(const float* x, int64_t
 }
 
 int64_t collect(const float* x, int64_t n, float tau, bool strict, bool simd, uint64_t* out) {
-  if (simd) return strict ? collect_avx2<true>(x, n, tau, out) : collect_avx2<false>(x, n, tau, out);
-  return strict ? collect_scalar<true>(x, n, 0, tau, out) : collect_scalar<false>(x, n, 0, tau, out);
+  if (simd)
+    return strict ? collect_avx2<true>(x, n, tau, out) : collect_avx2<false>(x, n, tau, out);
+  return strict ? collect_scalar<true>(x, n, 0, tau, out)
+                : collect_scalar<false>(x, n, 0, tau, out);
 }
 
 // A threshold that about 1.25 k + a few of the row's scores should reach, from an evenly spaced
@@ -85,7 +87,8 @@ float sampled_threshold(const float* x, int64_t L, int64_t k, float* samples) {
   }
   // Valid scores number about L * ns / tried, so rank r of the sample cuts about
   // r * L / tried of them.
-  const double want = 1.25 * static_cast<double>(k) * static_cast<double>(tried) / static_cast<double>(L);
+  const double want =
+      1.25 * static_cast<double>(k) * static_cast<double>(tried) / static_cast<double>(L);
   const int64_t r = static_cast<int64_t>(std::ceil(want)) + 4;
   if (r >= ns) return kNegInf;
   std::nth_element(samples, samples + (r - 1), samples + ns, std::greater<float>());
@@ -115,8 +118,8 @@ void validate(const TopkParams& p) {
   IS_CHECK(p.ld == 0 || p.ld >= p.L, "topk: ld = ", p.ld, " is smaller than L = ", p.L);
   IS_CHECK(p.k >= 0, "topk: k = ", p.k, " is negative");
   const int64_t ld = p.ld == 0 ? p.L : p.ld;
-  IS_CHECK(ld == 0 || p.T <= std::numeric_limits<int64_t>::max() / ld, "topk: T * ld overflows (T = ",
-           p.T, ", ld = ", ld, ")");
+  IS_CHECK(ld == 0 || p.T <= std::numeric_limits<int64_t>::max() / ld,
+           "topk: T * ld overflows (T = ", p.T, ", ld = ", ld, ")");
   IS_CHECK(p.scores != nullptr || p.T == 0 || p.L == 0, "topk: scores is null (T = ", p.T,
            ", L = ", p.L, ")");
   IS_CHECK(p.indices != nullptr || p.T == 0 || p.k == 0, "topk: indices is null (T = ", p.T,
@@ -145,8 +148,8 @@ void topk(const TopkParams& p) {
     AlignedBuffer<float> samples(static_cast<size_t>(kSamples));
     AlignedBuffer<uint64_t> tmp(static_cast<size_t>(std::min(L, 2 * k)));
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t c = topk_row(p.scores + t * ld, L, k, simd, cand.data(), samples.data(), tmp.data(),
-                                 p.indices + t * k);
+      const int64_t c = topk_row(p.scores + t * ld, L, k, simd, cand.data(), samples.data(),
+                                 tmp.data(), p.indices + t * k);
       if (c < 0) {  // rows are scanned in order, so this is the part's first NaN row
         std::lock_guard<std::mutex> lock(mu);
         if (nan_row < 0 || t < nan_row) {

@@ -31,7 +31,8 @@ inline float key_score(uint32_t key) {
 
 // pos must lie in [0, 2^31).
 inline uint64_t make_composite(float score, int64_t pos) {
-  return (static_cast<uint64_t>(score_key(score)) << 32) | static_cast<uint32_t>(~static_cast<uint32_t>(pos));
+  return (static_cast<uint64_t>(score_key(score)) << 32) |
+         static_cast<uint32_t>(~static_cast<uint32_t>(pos));
 }
 
 inline int32_t composite_position(uint64_t c) {
