@@ -6,9 +6,10 @@
 // (two vectors) and broadcasts k[s, d] of 6 keys read straight from the cache layout; the 12
 // dot-product vectors stay in registers. Then, per key, lane l of a partial-sum vector gathers
 //   part = fma(max(0, dot), w', part)   over heads l, l + 8, l + 16, ... in that order,
-// and the score is a fixed-tree sum of the 8 lanes, times k_scale. No key packing: decode
-// (T = 1) runs as fast as a block of rows. Every key runs the same instruction sequence
-// whatever the tile, chunk or micro-tile width it falls in, which is what makes the scores
+// and the score is a fixed-tree sum of the 8 lanes, times k_scale. Keys are never packed, so
+// decode (T = 1) pays no packing cost; on the first row of a chunk the keys are prefetched
+// a few micro-tiles ahead (they stream from L3 / DRAM). Every key runs the same instruction
+// sequence whatever the tile, chunk or micro-tile width it falls in, which is what makes the scores
 // independent of tiling and threading. The scalar fallback sums heads in order h = 0..H-1.
 #include "ops/indexer.h"
 
