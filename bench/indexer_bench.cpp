@@ -7,7 +7,6 @@
 // "peak_frac" divides it by the FMA peak measured in this binary (BM_FmaPeak's loop) for the
 // thread count in use. Run e.g. with --benchmark_min_time=0.05.
 #include <benchmark/benchmark.h>
-
 #include <immintrin.h>
 
 #include <chrono>
@@ -111,7 +110,9 @@ struct Inputs {
     p.D = kD;
     p.q_start = L - T;
   }
-  double flops() const { return 2.0 * static_cast<double>(p.T) * p.H * p.D * static_cast<double>(p.L); }
+  double flops() const {
+    return 2.0 * static_cast<double>(p.T) * p.H * p.D * static_cast<double>(p.L);
+  }
 };
 
 void set_flop_counters(benchmark::State& state, const Inputs& in) {
@@ -119,7 +120,9 @@ void set_flop_counters(benchmark::State& state, const Inputs& in) {
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
   // peak_frac = (GFLOP/s) / peak: a rate of flops / peak, so the same kIsRate division applies.
   const double peak = peak_gflops(num_threads());
-  if (peak > 0) state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / peak, benchmark::Counter::kIsRate);
+  if (peak > 0)
+    state.counters["peak_frac"] =
+        benchmark::Counter(flops * 1e-9 / peak, benchmark::Counter::kIsRate);
   state.counters["threads"] = num_threads();
 }
 
@@ -149,7 +152,8 @@ void BM_TopkOnly(benchmark::State& state) {
     benchmark::DoNotOptimize(idx.data());
   }
   state.counters["Mscores/s"] = benchmark::Counter(
-      static_cast<double>(in.p.T * in.p.L) * 1e-6 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+      static_cast<double>(in.p.T * in.p.L) * 1e-6 * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
 }
 
 void BM_TwoStepIndexerTopk(benchmark::State& state) {
@@ -180,12 +184,28 @@ void BM_StreamingIndexerTopk(benchmark::State& state) {
     benchmark::DoNotOptimize(idx.data());
   }
   set_flop_counters(state, in);
-  state.counters["scratch_MB"] = static_cast<double>(ops::indexer_topk_scratch_bytes(in.p, o, num_threads())) / 1e6;
+  state.counters["scratch_MB"] =
+      static_cast<double>(ops::indexer_topk_scratch_bytes(in.p, o, num_threads())) / 1e6;
 }
 
-BENCHMARK(BM_IndexerScores)->Arg(4096)->Arg(32768)->Arg(131072)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_TopkOnly)->Arg(4096)->Arg(32768)->Arg(131072)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_TwoStepIndexerTopk)->Arg(4096)->Arg(32768)->Arg(131072)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_IndexerScores)
+    ->Arg(4096)
+    ->Arg(32768)
+    ->Arg(131072)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TopkOnly)
+    ->Arg(4096)
+    ->Arg(32768)
+    ->Arg(131072)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TwoStepIndexerTopk)
+    ->Arg(4096)
+    ->Arg(32768)
+    ->Arg(131072)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_StreamingIndexerTopk)
     ->Args({4096, kT, kH})
     ->Args({32768, kT, kH})

@@ -1,14 +1,18 @@
 // Lightning-indexer scores against the float64 reference, plus tiling / threading / SIMD
 // invariance, the causal boundary, NaN propagation and bad input.
+#include "ops/indexer.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
 
 #include "indexer_test_util.h"
-#include "ops/indexer.h"
+#include "ops/topk.h"
 #include "ref/indexer_ref.h"
 
 namespace indexshare {
@@ -43,19 +47,60 @@ std::vector<float> run_scores(const ops::IndexerParams& p) {
 }
 
 // |got - ref| <= (D + H + 4) * 2^-24 * cond: a bound on the fp32 rounding of the two sums.
-void expect_close_to_ref(const std::vector<float>& got, const ref::IndexerRefOut& want, int H, int D) {
+void expect_close_to_ref(const std::vector<float>& got, const ref::IndexerRefOut& want, int H,
+                         int D) {
   const double gamma = (D + H + 4) * std::ldexp(1.0, -24);
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     if (std::isinf(want.score[i])) {
-      if (got[i] != kNegInf && bad++ < 5) ADD_FAILURE() << "entry " << i << " should be -inf, got " << got[i];
+      if (got[i] != kNegInf && bad++ < 5)
+        ADD_FAILURE() << "entry " << i << " should be -inf, got " << got[i];
       continue;
     }
     const double err = std::fabs(static_cast<double>(got[i]) - want.score[i]);
     if (!(err <= gamma * want.cond[i] + 1e-30) && bad++ < 5)
-      ADD_FAILURE() << "entry " << i << ": got " << got[i] << " want " << want.score[i] << " cond " << want.cond[i];
+      ADD_FAILURE() << "entry " << i << ": got " << got[i] << " want " << want.score[i] << " cond "
+                    << want.cond[i];
   }
   EXPECT_EQ(bad, 0);
+}
+
+std::vector<int32_t> topk_of(const std::vector<float>& scores, int64_t T, int64_t L, int k) {
+  std::vector<int32_t> idx(static_cast<size_t>(T * k));
+  ops::TopkParams tp;
+  tp.scores = scores.data();
+  tp.T = T;
+  tp.L = L;
+  tp.k = k;
+  tp.indices = idx.data();
+  ops::topk(tp);
+  return idx;
+}
+
+// Compares the top-k sets of a and b on the rows where the float64 gap between the k-th and
+// (k+1)-th scores exceeds twice the fp32 error bound (so rounding cannot reorder them).
+// Returns how many rows were compared.
+int64_t expect_same_sets_where_gapped(const std::vector<int32_t>& a, const std::vector<int32_t>& b,
+                                      const ref::IndexerRefOut& want, int64_t T, int64_t L, int k,
+                                      int H, int D) {
+  const double gamma = (D + H + 4) * std::ldexp(1.0, -24);
+  int64_t checked = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> row(want.score.begin() + t * L, want.score.begin() + (t + 1) * L);
+    const double max_cond =
+        *std::max_element(want.cond.begin() + t * L, want.cond.begin() + (t + 1) * L);
+    std::sort(row.begin(), row.end(), std::greater<double>());
+    if (L > k && row[static_cast<size_t>(k)] != ref::kRefNegInf &&
+        row[static_cast<size_t>(k - 1)] - row[static_cast<size_t>(k)] <= 2 * gamma * max_cond)
+      continue;
+    std::vector<int32_t> sa(a.begin() + t * k, a.begin() + (t + 1) * k),
+        sb(b.begin() + t * k, b.begin() + (t + 1) * k);
+    std::sort(sa.begin(), sa.end());
+    std::sort(sb.begin(), sb.end());
+    EXPECT_EQ(sa, sb) << "row " << t;
+    ++checked;
+  }
+  return checked;
 }
 
 struct Shape {
@@ -67,18 +112,19 @@ struct Shape {
 TEST(Indexer, MatchesFloat64Reference) {
   test::ModeGuard guard;
   const Shape shapes[] = {
-      {1, 1, 1, 1, 0},      {5, 37, 3, 7, 0},     {16, 300, 8, 128, 200},  // decode-like block
-      {33, 90, 7, 20, 0},   {9, 64, 32, 16, 60},  {4, 20, 13, 9, 100},     // L < q_start + T
+      {1, 1, 1, 1, 0},      {5, 37, 3, 7, 0},    {16, 300, 8, 128, 200},  // decode-like block
+      {33, 90, 7, 20, 0},   {9, 64, 32, 16, 60}, {4, 20, 13, 9, 100},     // L < q_start + T
       {20, 150, 64, 24, 5}, {3, 50, 6, 33, 10}};
   for (bool simd : test::simd_modes()) {
     set_simd_enabled(simd);
     for (const Shape& sh : shapes) {
       for (bool scales : {false, true}) {
         const uint32_t seed = test::fresh_seed();
-        SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd << " T=" << sh.T << " L=" << sh.L
-                                        << " H=" << sh.H << " D=" << sh.D << " q_start=" << sh.q_start
-                                        << " scales=" << scales);
-        IndexerInputs in = make_inputs(sh.T, sh.L, sh.H, sh.D, sh.q_start, seed, Values::kGaussian, scales);
+        SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd << " T=" << sh.T
+                                        << " L=" << sh.L << " H=" << sh.H << " D=" << sh.D
+                                        << " q_start=" << sh.q_start << " scales=" << scales);
+        IndexerInputs in =
+            make_inputs(sh.T, sh.L, sh.H, sh.D, sh.q_start, seed, Values::kGaussian, scales);
         expect_close_to_ref(run_scores(in.p), run_ref(in), sh.H, sh.D);
       }
     }
@@ -94,7 +140,8 @@ TEST(Indexer, ExactDataEqualsReferenceBitwise) {
     IndexerInputs in = make_inputs(12, 200, 32, 128, 150, seed, Values::kExact, true);
     const std::vector<float> got = run_scores(in.p);
     const ref::IndexerRefOut want = run_ref(in);
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(static_cast<double>(got[i]), want.score[i]) << "entry " << i;
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_EQ(static_cast<double>(got[i]), want.score[i]) << "entry " << i;
   }
 }
 
@@ -109,13 +156,15 @@ TEST(Indexer, CausalBoundaryOnAbsolutePositions) {
     const std::vector<float> s = run_scores(in.p);
     for (int64_t t = 0; t < 10; ++t)
       for (int64_t j = 0; j < 64; ++j)
-        EXPECT_EQ(s[static_cast<size_t>(t * 64 + j)] == kNegInf, j > 30 + t) << "t=" << t << " s=" << j;
+        EXPECT_EQ(s[static_cast<size_t>(t * 64 + j)] == kNegInf, j > 30 + t)
+            << "t=" << t << " s=" << j;
     // Keys not yet cached (L < q_start + T): rows see [0, L) only; nothing past L is read.
     IndexerInputs in2 = make_inputs(10, 35, 4, 16, 30, seed);
     const std::vector<float> s2 = run_scores(in2.p);
     for (int64_t t = 0; t < 10; ++t)
       for (int64_t j = 0; j < 35; ++j)
-        EXPECT_EQ(s2[static_cast<size_t>(t * 35 + j)] == kNegInf, j > 30 + t) << "t=" << t << " s=" << j;
+        EXPECT_EQ(s2[static_cast<size_t>(t * 35 + j)] == kNegInf, j > 30 + t)
+            << "t=" << t << " s=" << j;
   }
 }
 
@@ -136,7 +185,8 @@ TEST(Indexer, TilesGiveBitwiseTheFullScores) {
         if ((t0 + s0) % 2 == 0) {
           ops::indexer_scores_tile(in.p, t0, t1, s0, s1, tiled.data() + t0 * 517 + s0, 517);
         } else {
-          ops::indexer_scores_tile(in.p, t0, t1, s0, s1, tiled.data() + t0 * 517 + s0, 517, ws.data());
+          ops::indexer_scores_tile(in.p, t0, t1, s0, s1, tiled.data() + t0 * 517 + s0, 517,
+                                   ws.data());
         }
       }
     }
@@ -150,7 +200,7 @@ TEST(Indexer, OneAndTwoThreadsAgreeBitwise) {
     set_simd_enabled(simd);
     const uint32_t seed = test::fresh_seed();
     SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd);
-    IndexerInputs in = make_inputs(70, 3000, 9, 64, 2000, seed);
+    IndexerInputs in = make_inputs(40, 1500, 9, 64, 1000, seed);
     set_num_threads(1);
     const std::vector<float> a = run_scores(in.p);
     set_num_threads(2);
@@ -180,6 +230,30 @@ TEST(Indexer, SimdMatchesScalar) {
     worst = std::max(worst, std::fabs(static_cast<double>(simd[i]) - scalar[i]) / want.cond[i]);
   }
   EXPECT_LE(worst, 1e-6) << "largest |simd - scalar| relative to sum_h |w'| sum_d |q k|";
+  // Same top-k sets on every row whose k-th / (k+1)-th gap (float64) exceeds both paths' error.
+  const int k = 64;
+  const std::vector<int32_t> a = topk_of(scalar, in.p.T, in.p.L, k),
+                             b = topk_of(simd, in.p.T, in.p.L, k);
+  const int64_t checked =
+      expect_same_sets_where_gapped(a, b, want, in.p.T, in.p.L, k, in.p.H, in.p.D);
+  EXPECT_GE(checked, in.p.T / 2);
+}
+
+TEST(Indexer, TopkSetsEqualFloat64ReferenceOnTieFreeData) {
+  test::ModeGuard guard;
+  for (bool simd : test::simd_modes()) {
+    set_simd_enabled(simd);
+    const uint32_t seed = test::fresh_seed();
+    SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd);
+    IndexerInputs in = make_inputs(12, 1000, 32, 128, 990, seed, Values::kGaussian, true);
+    const ref::IndexerRefOut want = run_ref(in);
+    const int k = 100;
+    const std::vector<int32_t> got = topk_of(run_scores(in.p), in.p.T, in.p.L, k);
+    const ref::TopkRefOut r = ref::topk(want.score.data(), in.p.T, in.p.L, in.p.L, k);
+    const int64_t checked =
+        expect_same_sets_where_gapped(got, r.idx, want, in.p.T, in.p.L, k, in.p.H, in.p.D);
+    EXPECT_GE(checked, in.p.T / 2);
+  }
 }
 
 TEST(Indexer, NanPropagatesOnlyToVisibleScores) {
@@ -190,7 +264,8 @@ TEST(Indexer, NanPropagatesOnlyToVisibleScores) {
     SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd);
     IndexerInputs in = make_inputs(6, 40, 5, 16, 20, seed);
     in.k[static_cast<size_t>(22 * 16 + 3)] = std::numeric_limits<float>::quiet_NaN();  // key 22
-    in.q[static_cast<size_t>((4 * 5 + 2) * 16)] = std::numeric_limits<float>::quiet_NaN();  // row 4, head 2
+    in.q[static_cast<size_t>((4 * 5 + 2) * 16)] =
+        std::numeric_limits<float>::quiet_NaN();  // row 4, head 2
     const std::vector<float> s = run_scores(in.p);
     for (int64_t t = 0; t < 6; ++t) {
       for (int64_t j = 0; j < 40; ++j) {
@@ -229,26 +304,32 @@ TEST(Indexer, BadInputNamesTheField) {
     mutate(p);
     return p;
   };
-  auto scores = [&](const ops::IndexerParams& p) { return [p, &out] { ops::indexer_scores(p, out.data()); }; };
+  auto scores = [&](const ops::IndexerParams& p) {
+    return [p, &out] { ops::indexer_scores(p, out.data()); };
+  };
   test::expect_error(scores(with([](auto& p) { p.T = -1; })), "T = -1");
   test::expect_error(scores(with([](auto& p) { p.L = -2; })), "L = -2");
   test::expect_error(scores(with([](auto& p) { p.H = 0; })), "H = 0");
   test::expect_error(scores(with([](auto& p) { p.D = -4; })), "D = -4");
   test::expect_error(scores(with([](auto& p) { p.q_start = -1; })), "q_start");
-  test::expect_error(scores(with([](auto& p) { p.q_start = std::numeric_limits<int64_t>::max(); })), "q_start");
+  test::expect_error(scores(with([](auto& p) { p.q_start = std::numeric_limits<int64_t>::max(); })),
+                     "q_start");
   test::expect_error(scores(with([](auto& p) { p.scale = std::nanf(""); })), "scale");
   test::expect_error(scores(with([](auto& p) { p.q = nullptr; })), "q is null");
   test::expect_error(scores(with([](auto& p) { p.k = nullptr; })), "k is null");
   test::expect_error(scores(with([](auto& p) { p.weights = nullptr; })), "weights is null");
-  test::expect_error(scores(with([](auto& p) { p.T = std::numeric_limits<int64_t>::max() / 2; })), "overflows");
+  test::expect_error(scores(with([](auto& p) { p.T = std::numeric_limits<int64_t>::max() / 2; })),
+                     "overflows");
   test::expect_error([&] { ops::indexer_scores(in.p, nullptr); }, "scores is null");
   test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 5, 0, 10, out.data(), 10); }, "rows");
   test::expect_error([&] { ops::indexer_scores_tile(in.p, 2, 1, 0, 10, out.data(), 10); }, "rows");
   test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, -1, 10, out.data(), 10); }, "keys");
   test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, 0, 11, out.data(), 11); }, "keys");
   test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, 0, 10, out.data(), 9); }, "ld");
-  test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, 0, 10, nullptr, 10); }, "out is null");
-  test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, 0, 10, out.data(), 10, nullptr); }, "workspace");
+  test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, 0, 10, nullptr, 10); },
+                     "out is null");
+  test::expect_error([&] { ops::indexer_scores_tile(in.p, 0, 4, 0, 10, out.data(), 10, nullptr); },
+                     "workspace");
 }
 
 }  // namespace

@@ -80,8 +80,10 @@ inline IndexerInputs make_inputs(int64_t T, int64_t L, int H, int D, int64_t q_s
     std::uniform_real_distribution<float> pos(0.25f, 2.0f);
     in.q_scale.resize(static_cast<size_t>(T * H));
     in.k_scale.resize(static_cast<size_t>(L));
-    for (float& v : in.q_scale) v = values == Values::kExact ? std::ldexp(1.0f, pow2(rng)) : pos(rng);
-    for (float& v : in.k_scale) v = values == Values::kExact ? std::ldexp(1.0f, pow2(rng)) : pos(rng);
+    for (float& v : in.q_scale)
+      v = values == Values::kExact ? std::ldexp(1.0f, pow2(rng)) : pos(rng);
+    for (float& v : in.k_scale)
+      v = values == Values::kExact ? std::ldexp(1.0f, pow2(rng)) : pos(rng);
   }
   in.p.q = in.q.data();
   in.p.k = in.k.data();

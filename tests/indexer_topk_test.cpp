@@ -1,6 +1,8 @@
 // Streaming indexer + top-k: identical to topk(indexer_scores()) (same sets, same order) on
 // random inputs with and without ties, across tiles, row blocks, key splits, threads and SIMD;
 // its scratch figure, checked against the documented formula and against what it allocates.
+#include "ops/indexer_topk.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,7 +13,6 @@
 
 #include "indexer_test_util.h"
 #include "ops/indexer.h"
-#include "ops/indexer_topk.h"
 #include "ops/topk.h"
 #include "ref/indexer_ref.h"
 
@@ -32,8 +33,9 @@ void note(size_t n) {
 
 void* alloc(size_t n, size_t align) {
   note(n);
-  void* p = align <= alignof(std::max_align_t) ? std::malloc(n == 0 ? 1 : n)
-                                               : std::aligned_alloc(align, (n + align - 1) / align * align + (n == 0 ? align : 0));
+  void* p = align <= alignof(std::max_align_t)
+                ? std::malloc(n == 0 ? 1 : n)
+                : std::aligned_alloc(align, (n + align - 1) / align * align + (n == 0 ? align : 0));
   if (!p) throw std::bad_alloc();
   return p;
 }
@@ -116,10 +118,12 @@ TEST(IndexerTopk, EqualsTopkOfIndexerScores) {
         for (Values values : {Values::kGaussian, Values::kExact}) {
           const uint32_t seed = test::fresh_seed();
           SCOPED_TRACE(testing::Message()
-                       << "seed=" << seed << " simd=" << simd << " threads=" << threads << " T=" << c.T
-                       << " L=" << c.L << " q_start=" << c.q_start << " k=" << c.k << " tile=" << c.key_tile
-                       << " rb=" << c.row_block << " exact=" << (values == Values::kExact));
-          IndexerInputs in = make_inputs(c.T, c.L, c.H, c.D, c.q_start, seed, values, values == Values::kExact);
+                       << "seed=" << seed << " simd=" << simd << " threads=" << threads
+                       << " T=" << c.T << " L=" << c.L << " q_start=" << c.q_start << " k=" << c.k
+                       << " tile=" << c.key_tile << " rb=" << c.row_block
+                       << " exact=" << (values == Values::kExact));
+          IndexerInputs in =
+              make_inputs(c.T, c.L, c.H, c.D, c.q_start, seed, values, values == Values::kExact);
           const Sel want = two_step(in.p, c.k);
           const Sel got = streaming(in.p, {c.k, c.key_tile, c.row_block});
           EXPECT_EQ(got.idx, want.idx);
@@ -139,14 +143,16 @@ TEST(IndexerTopk, ExactDataMatchesFloat64ReferenceWithTies) {
     // Exact data: the fp32 scores equal the float64 ones, ties included (checked below).
     IndexerInputs in = make_inputs(10, 2000, 8, 16, 1990, seed, Values::kExact, true);
     ref::IndexerRefInput r{in.p.q, in.p.k, in.p.weights, in.p.q_scale, in.p.k_scale, in.p.scale,
-                           in.p.T,  in.p.L, in.p.H,       in.p.D,       in.p.q_start};
+                           in.p.T, in.p.L, in.p.H,       in.p.D,       in.p.q_start};
     const ref::IndexerRefOut scores = ref::indexer_scores(r);
     const int k = 300;
     const ref::TopkRefOut want = ref::topk(scores.score.data(), in.p.T, in.p.L, in.p.L, k);
     int64_t tied = 0;  // the data must actually hold ties at the selection boundary
     for (int64_t t = 0; t < in.p.T; ++t) {
-      const double kth = scores.score[static_cast<size_t>(t * in.p.L + want.idx[static_cast<size_t>(t * k + k - 1)])];
-      for (int64_t s = 0; s < in.p.L; ++s) tied += scores.score[static_cast<size_t>(t * in.p.L + s)] == kth;
+      const double kth = scores.score[static_cast<size_t>(
+          t * in.p.L + want.idx[static_cast<size_t>(t * k + k - 1)])];
+      for (int64_t s = 0; s < in.p.L; ++s)
+        tied += scores.score[static_cast<size_t>(t * in.p.L + s)] == kth;
     }
     EXPECT_GT(tied, 2 * in.p.T);
     const Sel got = streaming(in.p, {k, 512, 4});
@@ -168,7 +174,8 @@ TEST(IndexerTopk, EdgeSizes) {
   EXPECT_NO_THROW(ops::indexer_topk(no_rows.p, {5, 16, 2}, nullptr, nullptr));
   // k > visible keys: row t has q_start + t + 1 = 47 + t candidates.
   r = streaming(in.p, {60, 16, 2});
-  for (int64_t t = 0; t < 4; ++t) EXPECT_EQ(r.count[static_cast<size_t>(t)], std::min<int64_t>(50, 47 + t));
+  for (int64_t t = 0; t < 4; ++t)
+    EXPECT_EQ(r.count[static_cast<size_t>(t)], std::min<int64_t>(50, 47 + t));
   ops::indexer_topk(in.p, {5, 16, 2}, r.idx.data(), nullptr);  // count is nullable
 }
 
@@ -186,6 +193,10 @@ TEST(IndexerTopk, NanIsAnErrorNamingTheLowestRow) {
       EXPECT_NO_THROW(streaming(in.p, {10, 64, 4}));
       in.w[static_cast<size_t>(7 * 4 + 1)] = std::nanf("");
       test::expect_error([&] { streaming(in.p, {10, 64, 4}); }, "row 7,");
+      // Decode: one row whose keys are split across threads; the NaN sits in the second half.
+      IndexerInputs one = make_inputs(1, 3000, 4, 16, 2999, 6);
+      one.k[static_cast<size_t>(2500 * 16 + 9)] = std::nanf("");
+      test::expect_error([&] { streaming(one.p, {10, 256, 16}); }, "row 0, position 2500");
     }
   }
 }
@@ -196,13 +207,16 @@ size_t formula(const ops::IndexerParams& p, const ops::IndexerTopkOptions& o, in
   auto a64 = [](size_t b) { return (b + 63) / 64 * 64; };
   const int64_t rb = std::min(o.row_block, p.T), kt = std::min(o.key_tile, p.L);
   const int64_t nrb = (p.T + rb - 1) / rb;
-  const int64_t splits = nrb >= threads ? 1 : std::min<int64_t>((threads + nrb - 1) / nrb, (p.L + kt - 1) / kt);
+  const int64_t splits =
+      nrb >= threads ? 1 : std::min<int64_t>((threads + nrb - 1) / nrb, (p.L + kt - 1) / kt);
   const int64_t workers = std::min<int64_t>(threads, nrb * splits);
   const int64_t cap = std::min<int64_t>(2 * int64_t{o.k}, p.L);
   const auto slots = static_cast<size_t>(p.T * splits);
   return a64(slots * static_cast<size_t>(cap) * 8) + a64(slots * 8) + a64(slots * 4) +
          static_cast<size_t>(workers) *
-             (a64(static_cast<size_t>(rb * kt) * 4) + a64(static_cast<size_t>(ops::indexer_tile_workspace_floats(p, rb)) * 4));
+             (a64(static_cast<size_t>(rb * kt) * 4) +
+              a64(static_cast<size_t>(ops::indexer_tile_workspace_floats(p, rb)) * 4) +
+              a64(static_cast<size_t>(std::min<int64_t>(o.k, p.L)) * 8));
 }
 
 TEST(IndexerTopk, ScratchFollowsTheFormulaAndStaysSmall) {
@@ -216,7 +230,8 @@ TEST(IndexerTopk, ScratchFollowsTheFormulaAndStaysSmall) {
           p.T = T;
           p.L = L;
           const ops::IndexerTopkOptions o{k, 4096, 16};
-          SCOPED_TRACE(testing::Message() << "threads=" << threads << " T=" << T << " L=" << L << " k=" << k);
+          SCOPED_TRACE(testing::Message()
+                       << "threads=" << threads << " T=" << T << " L=" << L << " k=" << k);
           EXPECT_EQ(ops::indexer_topk_scratch_bytes(p, o, threads), formula(p, o, threads));
         }
       }

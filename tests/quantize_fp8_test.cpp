@@ -1,5 +1,7 @@
 // FP8 e4m3 block quantisation against a float64 reference, and the indexer on FP8 q / k
 // (decoded codes + scales through q_scale / k_scale) against the fp32 indexer.
+#include "ops/quantize_fp8.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 
 #include "indexer_test_util.h"
 #include "ops/indexer.h"
-#include "ops/quantize_fp8.h"
 #include "ops/topk.h"
 #include "ref/indexer_ref.h"
 
@@ -37,7 +38,8 @@ Quantized quantize(const std::vector<float>& x, int64_t rows, int64_t cols, bool
   return q;
 }
 
-std::vector<float> dequantize(const Quantized& q, int64_t rows, int64_t cols, bool with_scales = true) {
+std::vector<float> dequantize(const Quantized& q, int64_t rows, int64_t cols,
+                              bool with_scales = true) {
   std::vector<float> x(static_cast<size_t>(rows * cols), 9.0f);
   ops::Fp8DequantParams p;
   p.y = q.y.data();
@@ -79,15 +81,16 @@ TEST(QuantizeFp8, MatchesFloat64Reference) {
         if (ue8m0) {
           ASSERT_EQ(static_cast<double>(got.scales[i]), want.scale[i]) << "block " << i;
         } else {  // fp32 division: within half an ulp
-          ASSERT_LE(std::fabs(got.scales[i] - want.scale[i]), want.scale[i] * 0x1p-24) << "block " << i;
+          ASSERT_LE(std::fabs(got.scales[i] - want.scale[i]), want.scale[i] * 0x1p-24)
+              << "block " << i;
         }
       }
       int64_t near_midpoint = 0;
       for (size_t i = 0; i < x.size(); ++i) {
         if (got.y[i] == want.code[i]) continue;
         // The fp32 quotient may round the other way only when x / scale sits on a midpoint.
-        ASSERT_LT(want.margin[i], 1e-6) << "element " << i << " x=" << x[i] << " code " << int(got.y[i])
-                                        << " want " << int(want.code[i]);
+        ASSERT_LT(want.margin[i], 1e-6) << "element " << i << " x=" << x[i] << " code "
+                                        << int(got.y[i]) << " want " << int(want.code[i]);
         ++near_midpoint;
       }
       EXPECT_LE(near_midpoint, 2);
@@ -139,7 +142,7 @@ TEST(QuantizeFp8, SpecialBlocks) {
   for (int c = 0; c < 128; ++c) EXPECT_EQ(q.y[2 * 128 + c] & 0x7f, 0x7f) << c;  // all NaN
   EXPECT_TRUE(std::isinf(q.scales[3]));
   EXPECT_EQ(q.y[3 * 128 + 9] & 0x7f, 0x7f);  // inf / inf
-  EXPECT_EQ(q.y[3 * 128 + 10] & 0x7f, 0);   // 1 / inf
+  EXPECT_EQ(q.y[3 * 128 + 10] & 0x7f, 0);    // 1 / inf
   // ue8m0 of an exact power of two stays put; just above it goes up one.
   std::vector<float> p2 = {448.0f * 0.25f, std::nextafter(448.0f * 0.25f, 1e9f)};
   const Quantized a = quantize({p2[0]}, 1, 1, true), b = quantize({p2[1]}, 1, 1, true);
@@ -193,7 +196,8 @@ TEST(QuantizeFp8, IndexerOnFp8InputsTracksFp32) {
     std::vector<float> s32(static_cast<size_t>(T * L)), s8(s32.size());
     ops::indexer_scores(in.p, s32.data());
     ops::indexer_scores(p8, s8.data());
-    ref::IndexerRefInput r{in.p.q, in.p.k, in.p.weights, nullptr, nullptr, in.p.scale, T, L, H, D, L - T};
+    ref::IndexerRefInput r{in.p.q, in.p.k, in.p.weights, nullptr, nullptr, in.p.scale, T, L,
+                           H,      D,      L - T};
     const ref::IndexerRefOut exact = ref::indexer_scores(r);
     // Stated tolerance, relative to sum_h |w'_h| sum_d |q_hd k_d|: at most 2^-5 per score and
     // an RMS of at most 3e-3 (observed on Gaussian data: ~6e-3 and ~1.1e-3; the worst case of
@@ -225,9 +229,11 @@ TEST(QuantizeFp8, IndexerOnFp8InputsTracksFp32) {
     ops::topk(tp);
     const double overlap = ref::topk_overlap(i8, i32, T, k);
     RecordProperty(ue8m0 ? "overlap_ue8m0" : "overlap", std::to_string(overlap));
-    std::printf("fp8 indexer: worst %.3g rms %.3g (relative to sum |w'||q.k|), top-%d overlap %.4f\n", worst,
-                std::sqrt(sq / static_cast<double>(n)), k, overlap);
-    EXPECT_GE(overlap, 0.95) << "worst " << worst << " rms " << std::sqrt(sq / static_cast<double>(n));
+    std::printf(
+        "fp8 indexer: worst %.3g rms %.3g (relative to sum |w'||q.k|), top-%d overlap %.4f\n",
+        worst, std::sqrt(sq / static_cast<double>(n)), k, overlap);
+    EXPECT_GE(overlap, 0.95) << "worst " << worst << " rms "
+                             << std::sqrt(sq / static_cast<double>(n));
   }
 }
 

@@ -1,5 +1,7 @@
 // Exact top-k against a full-sort reference: tie-free data, ties, masks, adversarial orders
 // for the sampled threshold, NaN, thread / SIMD invariance and bad input.
+#include "ops/topk.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "indexer_test_util.h"
-#include "ops/topk.h"
 #include "ref/indexer_ref.h"
 
 namespace indexshare {
@@ -47,7 +48,8 @@ void expect_matches_ref(const std::vector<float>& s, int64_t T, int64_t L, int64
 }
 
 // Distinct scores (a shuffled ramp with jitter), some masked to -inf.
-std::vector<float> tie_free_rows(int64_t T, int64_t L, int64_t ld, double masked, std::mt19937& rng) {
+std::vector<float> tie_free_rows(int64_t T, int64_t L, int64_t ld, double masked,
+                                 std::mt19937& rng) {
   std::vector<float> s(static_cast<size_t>(T * ld), std::nanf(""));  // padding past L is NaN
   std::bernoulli_distribution mask(masked);
   std::vector<int64_t> perm(static_cast<size_t>(L));
@@ -55,7 +57,8 @@ std::vector<float> tie_free_rows(int64_t T, int64_t L, int64_t ld, double masked
     std::iota(perm.begin(), perm.end(), 0);
     std::shuffle(perm.begin(), perm.end(), rng);
     for (int64_t j = 0; j < L; ++j) {
-      const float v = static_cast<float>(perm[static_cast<size_t>(j)]) * 0.75f - static_cast<float>(L) / 3.0f;
+      const float v =
+          static_cast<float>(perm[static_cast<size_t>(j)]) * 0.75f - static_cast<float>(L) / 3.0f;
       s[static_cast<size_t>(t * ld + j)] = mask(rng) ? -kInf : v;
     }
   }
@@ -69,15 +72,16 @@ TEST(Topk, TieFreeRowsMatchFullSort) {
     int k;
     double masked;
   };
-  const Case cases[] = {{3, 1, 0, 1, 0.0},       {4, 7, 9, 3, 0.2},      {5, 100, 0, 64, 0.0},
-                        {5, 100, 0, 100, 0.1},   {2, 100, 0, 150, 0.3},  {6, 5000, 5003, 64, 0.0},
-                        {3, 40000, 0, 2048, 0.0}, {3, 40000, 0, 2048, 0.97}, {4, 3000, 0, 1, 0.5}};
+  const Case cases[] = {
+      {3, 1, 0, 1, 0.0},        {4, 7, 9, 3, 0.2},         {5, 100, 0, 64, 0.0},
+      {5, 100, 0, 100, 0.1},    {2, 100, 0, 150, 0.3},     {6, 5000, 5003, 64, 0.0},
+      {3, 40000, 0, 2048, 0.0}, {3, 40000, 0, 2048, 0.97}, {4, 3000, 0, 1, 0.5}};
   for (bool simd : test::simd_modes()) {
     set_simd_enabled(simd);
     for (const Case& c : cases) {
       const uint32_t seed = test::fresh_seed();
-      SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd << " T=" << c.T << " L=" << c.L
-                                      << " k=" << c.k << " masked=" << c.masked);
+      SCOPED_TRACE(testing::Message() << "seed=" << seed << " simd=" << simd << " T=" << c.T
+                                      << " L=" << c.L << " k=" << c.k << " masked=" << c.masked);
       std::mt19937 rng(seed);
       const int64_t ld = c.ld == 0 ? c.L : c.ld;
       const std::vector<float> s = tie_free_rows(c.T, c.L, ld, c.masked, rng);
@@ -136,11 +140,13 @@ TEST(Topk, AdversarialOrdersForTheSampledThreshold) {
   std::vector<std::vector<float>> rows;
   std::vector<float> a(L), b(L), c(L, 1.0f), d(L), e(L, -kInf);
   for (int64_t i = 0; i < L; ++i) {
-    a[static_cast<size_t>(i)] = static_cast<float>(i);       // ascending (recency bias)
-    b[static_cast<size_t>(i)] = static_cast<float>(L - i);   // descending
-    d[static_cast<size_t>(i)] = (i % 97 == 0) ? 10.0f + static_cast<float>(i) : 0.0f;  // few big values
+    a[static_cast<size_t>(i)] = static_cast<float>(i);      // ascending (recency bias)
+    b[static_cast<size_t>(i)] = static_cast<float>(L - i);  // descending
+    d[static_cast<size_t>(i)] =
+        (i % 97 == 0) ? 10.0f + static_cast<float>(i) : 0.0f;  // few big values
   }
-  for (int64_t i = 0; i < 1500; ++i) e[static_cast<size_t>(i)] = static_cast<float>(i % 13);  // causal prefix
+  for (int64_t i = 0; i < 1500; ++i)
+    e[static_cast<size_t>(i)] = static_cast<float>(i % 13);  // causal prefix
   for (const auto* r : {&a, &b, &c, &d, &e}) rows.push_back(*r);
   std::vector<float> s;
   for (const auto& r : rows) s.insert(s.end(), r.begin(), r.end());

@@ -6,9 +6,10 @@
 // (two vectors) and broadcasts k[s, d] of 6 keys read straight from the cache layout; the 12
 // dot-product vectors stay in registers. Then, per key, lane l of a partial-sum vector gathers
 //   part = fma(max(0, dot), w', part)   over heads l, l + 8, l + 16, ... in that order,
-// and the score is a fixed-tree sum of the 8 lanes, times k_scale. No key packing: decode
-// (T = 1) runs as fast as a block of rows. Every key runs the same instruction sequence
-// whatever the tile, chunk or micro-tile width it falls in, which is what makes the scores
+// and the score is a fixed-tree sum of the 8 lanes, times k_scale. Keys are never packed, so
+// decode (T = 1) pays no packing cost; on the first row of a chunk the keys are prefetched
+// a few micro-tiles ahead (they stream from L3 / DRAM). Every key runs the same instruction
+// sequence whatever the tile, chunk or micro-tile width it falls in, which is what makes the scores
 // independent of tiling and threading. The scalar fallback sums heads in order h = 0..H-1.
 #include "ops/indexer.h"
 
@@ -27,11 +28,11 @@ namespace indexshare::ops {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int64_t kHeadBlock = 16;   // heads per micro-kernel (two AVX2 vectors of lanes)
-constexpr int kKeysPerTile = 6;      // keys per micro-kernel (2 x 6 = 12 accumulators)
-constexpr int64_t kKeyChunk = 256;   // keys visited by all rows of a tile before moving on
-constexpr int64_t kRowBlock = 16;    // indexer_scores: query rows per work item
-constexpr int64_t kKeyTile = 2048;   // indexer_scores: keys per work item
+constexpr int64_t kHeadBlock = 16;  // heads per micro-kernel (two AVX2 vectors of lanes)
+constexpr int kKeysPerTile = 6;     // keys per micro-kernel (2 x 6 = 12 accumulators)
+constexpr int64_t kKeyChunk = 256;  // keys visited by all rows of a tile before moving on
+constexpr int64_t kRowBlock = 16;   // indexer_scores: query rows per work item
+constexpr int64_t kKeyTile = 2048;  // indexer_scores: keys per work item
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -77,7 +78,8 @@ void tile_scalar(const IndexerParams& p, int64_t t0, int64_t t1, int64_t s0, int
 
 // Rows [t0, t1) of q transposed to heads-as-lanes, qT[t - t0][d][Hp] (heads padded to Hp with
 // zeros), and their head weights wT[t - t0][Hp] (zero for the padding heads).
-void pack_queries(const IndexerParams& p, int64_t t0, int64_t t1, int64_t Hp, float* qT, float* wT) {
+void pack_queries(const IndexerParams& p, int64_t t0, int64_t t1, int64_t Hp, float* qT,
+                  float* wT) {
   const int64_t D = p.D;
   for (int64_t t = t0; t < t1; ++t) {
     float* qt = qT + (t - t0) * D * Hp;
@@ -96,8 +98,9 @@ void pack_queries(const IndexerParams& p, int64_t t0, int64_t t1, int64_t Hp, fl
 // NK keys (rows of k, stride D) against 16 heads (two vectors of qT, row stride Hp): the dot
 // products stay in 2 * NK registers over d, then part[i] += max(0, dot) * w, lane by lane.
 template <int NK>
-__attribute__((target("avx2,fma"))) inline void micro_kernel(const float* qT, int64_t Hp, const float* k,
-                                                             int64_t D, const float* w, __m256* part) {
+__attribute__((target("avx2,fma"))) inline void micro_kernel(const float* qT, int64_t Hp,
+                                                             const float* k, int64_t D,
+                                                             const float* w, __m256* part) {
   __m256 c0[NK], c1[NK];
 #pragma GCC unroll 6
   for (int i = 0; i < NK; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
@@ -156,12 +159,24 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const IndexerParams& p, int64
         for (__m256& v : part) v = _mm256_setzero_ps();
         for (int64_t h = 0; h < Hp; h += kHeadBlock) {
           switch (nk) {
-            case 1: micro_kernel<1>(qt + h, Hp, ks, D, wt + h, part); break;
-            case 2: micro_kernel<2>(qt + h, Hp, ks, D, wt + h, part); break;
-            case 3: micro_kernel<3>(qt + h, Hp, ks, D, wt + h, part); break;
-            case 4: micro_kernel<4>(qt + h, Hp, ks, D, wt + h, part); break;
-            case 5: micro_kernel<5>(qt + h, Hp, ks, D, wt + h, part); break;
-            default: micro_kernel<6>(qt + h, Hp, ks, D, wt + h, part); break;
+            case 1:
+              micro_kernel<1>(qt + h, Hp, ks, D, wt + h, part);
+              break;
+            case 2:
+              micro_kernel<2>(qt + h, Hp, ks, D, wt + h, part);
+              break;
+            case 3:
+              micro_kernel<3>(qt + h, Hp, ks, D, wt + h, part);
+              break;
+            case 4:
+              micro_kernel<4>(qt + h, Hp, ks, D, wt + h, part);
+              break;
+            case 5:
+              micro_kernel<5>(qt + h, Hp, ks, D, wt + h, part);
+              break;
+            default:
+              micro_kernel<6>(qt + h, Hp, ks, D, wt + h, part);
+              break;
           }
         }
         for (int i = 0; i < nk; ++i) {
@@ -174,8 +189,8 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const IndexerParams& p, int64
   }
 }
 
-void tile_dispatch(const IndexerParams& p, int64_t t0, int64_t t1, int64_t s0, int64_t s1, float* out,
-                   int64_t ld, float* ws, bool simd) {
+void tile_dispatch(const IndexerParams& p, int64_t t0, int64_t t1, int64_t s0, int64_t s1,
+                   float* out, int64_t ld, float* ws, bool simd) {
   if (t0 >= t1 || s0 >= s1) return;
   if (simd) {
     tile_avx2(p, t0, t1, s0, s1, out, ld, ws);
@@ -184,14 +199,15 @@ void tile_dispatch(const IndexerParams& p, int64_t t0, int64_t t1, int64_t s0, i
   }
 }
 
-void check_tile(const IndexerParams& p, int64_t t0, int64_t t1, int64_t s0, int64_t s1, const float* out,
-                int64_t ld) {
+void check_tile(const IndexerParams& p, int64_t t0, int64_t t1, int64_t s0, int64_t s1,
+                const float* out, int64_t ld) {
   validate(p);
   IS_CHECK(0 <= t0 && t0 <= t1 && t1 <= p.T, "indexer_scores_tile: rows [", t0, ", ", t1,
            ") are not inside [0, T = ", p.T, ")");
   IS_CHECK(0 <= s0 && s0 <= s1 && s1 <= p.L, "indexer_scores_tile: keys [", s0, ", ", s1,
            ") are not inside [0, L = ", p.L, ")");
-  IS_CHECK(ld >= s1 - s0, "indexer_scores_tile: ld = ", ld, " is smaller than the tile width ", s1 - s0);
+  IS_CHECK(ld >= s1 - s0, "indexer_scores_tile: ld = ", ld, " is smaller than the tile width ",
+           s1 - s0);
   IS_CHECK(out != nullptr || t0 == t1 || s0 == s1, "indexer_scores_tile: out is null");
 }
 
@@ -204,7 +220,8 @@ void validate(const IndexerParams& p) {
   IS_CHECK(p.H >= 1, "indexer: H = ", p.H, " must be >= 1");
   IS_CHECK(p.D >= 1, "indexer: D = ", p.D, " must be >= 1");
   IS_CHECK(p.q_start >= 0, "indexer: q_start = ", p.q_start, " is negative");
-  IS_CHECK(p.q_start <= kMax - p.T - 1, "indexer: q_start + T overflows (q_start = ", p.q_start, ")");
+  IS_CHECK(p.q_start <= kMax - p.T - 1, "indexer: q_start + T overflows (q_start = ", p.q_start,
+           ")");
   IS_CHECK(p.T <= kMax / p.H / p.D, "indexer: T * H * D overflows (T = ", p.T, ")");
   IS_CHECK(p.L <= kMax / p.D, "indexer: L * D overflows (L = ", p.L, ")");
   IS_CHECK(std::isfinite(p.scale), "indexer: scale = ", p.scale, " is not finite");
@@ -242,7 +259,8 @@ void indexer_scores(const IndexerParams& p, float* scores) {
   const int64_t items = nrb * nkt;
   const int64_t parts = std::min<int64_t>(num_threads(), items);
   const bool simd = use_avx2();
-  const size_t ws_floats = static_cast<size_t>(indexer_tile_workspace_floats(p, std::min(p.T, kRowBlock)));
+  const size_t ws_floats =
+      static_cast<size_t>(indexer_tile_workspace_floats(p, std::min(p.T, kRowBlock)));
   // Items are dealt round-robin so that causal prefill (cheap masked tiles late in each row
   // block) stays balanced; each item's scores do not depend on who computes them.
   parallel_for(parts, 1, [&](int64_t b, int64_t e) {

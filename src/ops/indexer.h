@@ -32,12 +32,12 @@ struct IndexerParams {
   const float* weights = nullptr;  // [T, H] fp32 head weights (may be negative)
   const float* q_scale = nullptr;  // [T, H] nullable: per-(token, head) scale of q
   const float* k_scale = nullptr;  // [L] nullable: per-token scale of k
-  float scale = 1.0f;    // multiplies every term (DSA: H^-0.5 * D^-0.5)
-  int64_t T = 0;         // query rows
-  int64_t L = 0;         // cached keys
-  int H = 0;             // indexer heads
-  int D = 0;             // indexer head dim
-  int64_t q_start = 0;   // absolute position of query row 0; row t sees keys s <= q_start + t
+  float scale = 1.0f;              // multiplies every term (DSA: H^-0.5 * D^-0.5)
+  int64_t T = 0;                   // query rows
+  int64_t L = 0;                   // cached keys
+  int H = 0;                       // indexer heads
+  int D = 0;                       // indexer head dim
+  int64_t q_start = 0;  // absolute position of query row 0; row t sees keys s <= q_start + t
 };
 
 // Validates shapes and pointers; throws Error naming the bad argument: T, L, q_start negative;

@@ -33,7 +33,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct Plan {
   int64_t rb = 0, kt = 0, nrb = 0, splits = 1, items = 0, workers = 0, cap = 0, ws_floats = 0;
-  size_t cand_bytes = 0, ncand_bytes = 0, theta_bytes = 0, tile_bytes = 0, ws_bytes = 0;
+  size_t cand_bytes = 0, ncand_bytes = 0, theta_bytes = 0, tile_bytes = 0, ws_bytes = 0,
+         sort_bytes = 0;
   size_t total = 0;
 };
 
@@ -61,9 +62,10 @@ Plan make_plan(const IndexerParams& p, const IndexerTopkOptions& o, int threads)
   pl.cap = std::min<int64_t>(2 * static_cast<int64_t>(o.k), p.L);
   pl.ws_floats = indexer_tile_workspace_floats(p, pl.rb);
   const double slots = static_cast<double>(p.T) * static_cast<double>(pl.splits);
-  const double approx = slots * (static_cast<double>(pl.cap) * 8 + 12) +
-                        static_cast<double>(pl.workers) * (static_cast<double>(pl.rb * pl.kt) +
-                                                           static_cast<double>(pl.ws_floats)) * 4;
+  const double approx =
+      slots * (static_cast<double>(pl.cap) * 8 + 12) +
+      static_cast<double>(pl.workers) *
+          (static_cast<double>(pl.rb * pl.kt + pl.ws_floats) * 4 + static_cast<double>(pl.cap) * 8);
   IS_CHECK(approx < 0x1p60, "indexer_topk: scratch of ~", approx, " bytes is too large (T = ", p.T,
            ", k = ", o.k, ", row_block * key_tile = ", pl.rb * pl.kt, ")");
   const auto rows = static_cast<size_t>(p.T * pl.splits);
@@ -72,8 +74,9 @@ Plan make_plan(const IndexerParams& p, const IndexerTopkOptions& o, int threads)
   pl.theta_bytes = align64(rows * sizeof(float));
   pl.tile_bytes = align64(static_cast<size_t>(pl.rb * pl.kt) * sizeof(float));
   pl.ws_bytes = align64(static_cast<size_t>(pl.ws_floats) * sizeof(float));
+  pl.sort_bytes = align64(static_cast<size_t>(std::min<int64_t>(o.k, p.L)) * sizeof(uint64_t));
   pl.total = pl.cand_bytes + pl.ncand_bytes + pl.theta_bytes +
-             static_cast<size_t>(pl.workers) * (pl.tile_bytes + pl.ws_bytes);
+             static_cast<size_t>(pl.workers) * (pl.tile_bytes + pl.ws_bytes + pl.sort_bytes);
   return pl;
 }
 
@@ -134,10 +137,25 @@ struct Ctx {
   float* theta = nullptr;    // [T * splits]
   int32_t* indices = nullptr;
   int32_t* count = nullptr;
-  std::byte* worker_base = nullptr;  // per worker: [tile_bytes score tile][ws_bytes workspace]
+  std::byte* worker_base = nullptr;  // per worker: [score tile][tile workspace][sort scratch]
+
+  size_t worker_bytes() const { return pl->tile_bytes + pl->ws_bytes + pl->sort_bytes; }
+  float* tile(int64_t w) const {
+    return reinterpret_cast<float*>(worker_base + static_cast<size_t>(w) * worker_bytes());
+  }
+  float* workspace(int64_t w) const {
+    return reinterpret_cast<float*>(worker_base + static_cast<size_t>(w) * worker_bytes() +
+                                    pl->tile_bytes);
+  }
+  uint64_t* sort_tmp(int64_t w) const {
+    return reinterpret_cast<uint64_t*>(worker_base + static_cast<size_t>(w) * worker_bytes() +
+                                       pl->tile_bytes + pl->ws_bytes);
+  }
 };
 
-void run_item(const Ctx& c, int64_t item, float* tile, float* ws) {
+void run_item(const Ctx& c, int64_t item, int64_t worker) {
+  float* tile = c.tile(worker);
+  float* ws = c.workspace(worker);
   const IndexerParams& p = *c.p;
   const Plan& pl = *c.pl;
   const int64_t j = item % pl.splits;
@@ -158,8 +176,9 @@ void run_item(const Ctx& c, int64_t item, float* tile, float* ws) {
       if (n <= 0 || c.ncand[slot] < 0) continue;
       uint64_t* cand = c.cand + slot * pl.cap;
       const float* row = tile + (t - t0) * pl.kt;
-      const int64_t nan_at = c.simd ? merge_avx2(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k)
-                                    : merge_scalar(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k);
+      const int64_t nan_at =
+          c.simd ? merge_avx2(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k)
+                 : merge_scalar(row, n, s0, cand, c.ncand[slot], c.theta[slot], pl.cap, c.k);
       if (nan_at >= 0) c.ncand[slot] = -1 - (s0 + nan_at);
     }
   }
@@ -168,7 +187,8 @@ void run_item(const Ctx& c, int64_t item, float* tile, float* ws) {
     if (c.ncand[slot] < 0) continue;
     uint64_t* cand = c.cand + slot * pl.cap;
     if (pl.splits == 1) {
-      const int64_t m = detail::write_topk(cand, c.ncand[slot], c.k, c.indices + t * c.k);
+      const int64_t m =
+          detail::write_topk(cand, c.ncand[slot], c.k, c.indices + t * c.k, c.sort_tmp(worker));
       if (c.count) c.count[t] = static_cast<int32_t>(m);
     } else {
       c.ncand[slot] = detail::keep_largest(cand, c.ncand[slot], c.k);
@@ -176,13 +196,28 @@ void run_item(const Ctx& c, int64_t item, float* tile, float* ws) {
   }
 }
 
+// Joins the splits' kept candidates of row t (each at most k) and writes the row's top-k.
+void merge_splits(const Ctx& c, int64_t t, int64_t worker) {
+  const Plan& pl = *c.pl;
+  uint64_t* region = c.cand + t * pl.splits * pl.cap;
+  int64_t total = 0;
+  for (int64_t j = 0; j < pl.splits; ++j) {
+    const int64_t n = c.ncand[t * pl.splits + j];
+    std::memmove(region + total, region + j * pl.cap, static_cast<size_t>(n) * sizeof(uint64_t));
+    total += n;
+  }
+  const int64_t m = detail::write_topk(region, total, c.k, c.indices + t * c.k, c.sort_tmp(worker));
+  if (c.count) c.count[t] = static_cast<int32_t>(m);
+}
+
 struct FreeAligned {
-  void operator()(std::byte* ptr) const { ::operator delete(ptr, std::align_val_t{64}); }
+  void operator()(std::byte* ptr) const { ::operator delete (ptr, std::align_val_t{64}); }
 };
 
 }  // namespace
 
-size_t indexer_topk_scratch_bytes(const IndexerParams& p, const IndexerTopkOptions& o, int threads) {
+size_t indexer_topk_scratch_bytes(const IndexerParams& p, const IndexerTopkOptions& o,
+                                  int threads) {
   check_sizes(p, o);
   IS_CHECK(threads >= 1, "indexer_topk_scratch_bytes: threads = ", threads, " must be >= 1");
   return make_plan(p, o, threads).total;
@@ -203,7 +238,7 @@ void indexer_topk(const IndexerParams& p, const IndexerTopkOptions& o, int32_t* 
   }
   const Plan pl = make_plan(p, o, num_threads());
   std::unique_ptr<std::byte, FreeAligned> scratch(
-      static_cast<std::byte*>(::operator new(pl.total, std::align_val_t{64})));
+      static_cast<std::byte*>(::operator new (pl.total, std::align_val_t{64})));
   std::byte* base = scratch.get();
   Ctx c;
   c.p = &p;
@@ -220,32 +255,18 @@ void indexer_topk(const IndexerParams& p, const IndexerTopkOptions& o, int32_t* 
   const Ctx* cp = &c;
   parallel_for(pl.workers, 1, [cp](int64_t w0, int64_t w1) {
     const Plan& q = *cp->pl;
-    for (int64_t w = w0; w < w1; ++w) {
-      std::byte* mine = cp->worker_base + static_cast<size_t>(w) * (q.tile_bytes + q.ws_bytes);
-      float* tile = reinterpret_cast<float*>(mine);
-      float* ws = reinterpret_cast<float*>(mine + q.tile_bytes);
-      for (int64_t item = w; item < q.items; item += q.workers) run_item(*cp, item, tile, ws);
-    }
+    for (int64_t w = w0; w < w1; ++w)
+      for (int64_t item = w; item < q.items; item += q.workers) run_item(*cp, item, w);
   });
   for (int64_t slot = 0; slot < T * pl.splits; ++slot) {
     IS_CHECK(c.ncand[slot] >= 0, "indexer_topk: NaN score at row ", slot / pl.splits, ", position ",
              -1 - c.ncand[slot], " (NaN in q, k, weights or scales)");
   }
   if (pl.splits == 1) return;
-  parallel_for(T, 64, [cp](int64_t r0, int64_t r1) {
-    const Ctx& c = *cp;
-    const Plan& pl = *c.pl;
-    for (int64_t t = r0; t < r1; ++t) {
-      uint64_t* region = c.cand + t * pl.splits * pl.cap;
-      int64_t total = 0;
-      for (int64_t j = 0; j < pl.splits; ++j) {
-        const int64_t n = c.ncand[t * pl.splits + j];
-        std::memmove(region + total, region + j * pl.cap, static_cast<size_t>(n) * sizeof(uint64_t));
-        total += n;
-      }
-      const int64_t m = detail::write_topk(region, total, c.k, c.indices + t * c.k);
-      if (c.count) c.count[t] = static_cast<int32_t>(m);
-    }
+  parallel_for(pl.workers, 1, [cp](int64_t w0, int64_t w1) {
+    const int64_t T = cp->p->T, workers = cp->pl->workers;
+    for (int64_t w = w0; w < w1; ++w)
+      for (int64_t t = T * w / workers; t < T * (w + 1) / workers; ++t) merge_splits(*cp, t, w);
   });
 }
 

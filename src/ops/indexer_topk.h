@@ -39,7 +39,9 @@ struct IndexerTopkOptions {
 // splits = nrb >= threads ? 1 : min(ceil(threads / nrb), ceil(L / kt)),
 // workers = min(threads, nrb * splits), cap = min(2k, L), each term rounded up to 64 bytes:
 //   T * splits * (cap * 8 + 8 + 4)                                   candidates, counts, thresholds
-// + workers * (rb * kt * 4 + indexer_tile_workspace_floats(p, rb) * 4)   score tile, workspace
+// + workers * (rb * kt * 4                                        score tile
+//              + indexer_tile_workspace_floats(p, rb) * 4            tile workspace
+//              + min(k, L) * 8)                                      sort scratch
 size_t indexer_topk_scratch_bytes(const IndexerParams& p, const IndexerTopkOptions& o, int threads);
 
 // indices: [T, k] out (-1 padded); count: [T] out, nullable. Validates p (as indexer.h) and o

@@ -26,7 +26,8 @@ float pow2_ceil(float s) {
 const std::array<float, 256>& fp8_table() {
   static const std::array<float, 256> table = [] {
     std::array<float, 256> t{};
-    for (int c = 0; c < 256; ++c) t[static_cast<size_t>(c)] = fp8e4m3_to_f32(static_cast<uint8_t>(c));
+    for (int c = 0; c < 256; ++c)
+      t[static_cast<size_t>(c)] = fp8e4m3_to_f32(static_cast<uint8_t>(c));
     return t;
   }();
   return table;

@@ -24,9 +24,9 @@ struct Fp8QuantParams {
   const float* x = nullptr;  // [rows, cols]
   int64_t rows = 0;
   int64_t cols = 0;
-  bool ue8m0 = false;        // power-of-two scales (DeepSeek FP8 checkpoints' scale_fmt)
-  uint8_t* y = nullptr;      // [rows, cols] out: e4m3fn codes
-  float* scales = nullptr;   // [rows, ceil(cols / 128)] out
+  bool ue8m0 = false;       // power-of-two scales (DeepSeek FP8 checkpoints' scale_fmt)
+  uint8_t* y = nullptr;     // [rows, cols] out: e4m3fn codes
+  float* scales = nullptr;  // [rows, ceil(cols / 128)] out
 };
 
 struct Fp8DequantParams {
@@ -34,7 +34,7 @@ struct Fp8DequantParams {
   const float* scales = nullptr;  // [rows, ceil(cols / 128)], nullable: 1 (decode codes only)
   int64_t rows = 0;
   int64_t cols = 0;
-  float* x = nullptr;             // [rows, cols] out
+  float* x = nullptr;  // [rows, cols] out
 };
 
 // Number of scale blocks per row: ceil(cols / 128).

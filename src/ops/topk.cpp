@@ -1,12 +1,13 @@
-// Exact top-k per row: a sampled threshold, a SIMD filter, nth_element and a final sort.
+// Exact top-k per row: a sampled threshold, a SIMD filter and a radix sort.
 //
-// Per row: one pass checks for NaN and counts the valid (> -inf) scores. When at most k are
-// valid they are all taken. Otherwise a threshold tau is read off an evenly spaced sample of
-// the row so that a little more than k scores should be >= tau; the row is filtered against
-// tau into (score, position) composites (topk_select.h), and if at least k survive, the k
-// largest composites are exactly the answer (every top-k score is >= the k-th largest score
-// >= tau). If fewer than k survive (an unlucky sample), the filter is rerun with tau = -inf.
-// The threshold therefore only changes the speed, never the result.
+// Per row: a threshold tau is read off an evenly spaced sample of the row so that a little
+// more than k scores should be >= tau; one pass checks for NaN and filters the row against tau
+// into (score, position) composites (topk_select.h). If at least k survive, the k largest
+// composites are exactly the answer (every top-k score is >= the k-th largest score >= tau);
+// if fewer survive (an unlucky sample, or fewer than k valid scores), the filter is rerun
+// with tau = -inf, keeping every valid score. The threshold therefore only changes the speed,
+// never the result. The survivors, in position order, are sorted by an LSD radix sort on
+// their score bits (stable, so ties stay in ascending position).
 #include "ops/topk.h"
 
 #include <immintrin.h>
@@ -29,53 +30,15 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kSamples = 1024;
 
-struct RowScan {
-  int64_t valid = 0;     // scores > -inf
-  int64_t nan_pos = -1;  // first NaN position, -1 if none
-};
-
-RowScan scan_scalar(const float* x, int64_t n) {
-  RowScan r;
-  for (int64_t i = 0; i < n; ++i) {
-    if (std::isnan(x[i])) {
-      r.nan_pos = i;
-      return r;
-    }
-    r.valid += x[i] != kNegInf;
-  }
-  return r;
-}
-
-__attribute__((target("avx2,fma"))) RowScan scan_avx2(const float* x, int64_t n) {
-  RowScan r;
-  const __m256 ninf = _mm256_set1_ps(kNegInf);
-  __m256i masked = _mm256_setzero_si256();  // per lane: minus the number of -inf seen
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
-      r.nan_pos = i + scan_scalar(x + i, 8).nan_pos;
-      return r;
-    }
-    masked = _mm256_add_epi32(masked, _mm256_castps_si256(_mm256_cmp_ps(v, ninf, _CMP_EQ_OQ)));
-  }
-  alignas(32) int32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), masked);
-  int64_t n_masked = 0;
-  for (int32_t l : lanes) n_masked -= l;
-  const RowScan tail = scan_scalar(x + i, n - i);
-  r.valid = i - n_masked + tail.valid;
-  if (tail.nan_pos >= 0) r.nan_pos = i + tail.nan_pos;
-  return r;
-}
-
 // Appends the composites of the scores passing the filter (x > tau when kStrict, x >= tau
-// otherwise) to out; returns how many. x holds no NaN.
+// otherwise; never NaN) to out, in position order. Returns how many, or -1 - i for a NaN at
+// x[i] (then out is incomplete).
 template <bool kStrict>
 int64_t collect_scalar(const float* x, int64_t n, int64_t pos0, float tau, uint64_t* out) {
   int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
+    if (std::isnan(v)) return -1 - (pos0 + i);
     if (kStrict ? v > tau : v >= tau) out[m++] = detail::make_composite(v, pos0 + i);
   }
   return m;
@@ -89,6 +52,10 @@ __attribute__((target("avx2,fma"))) int64_t collect_avx2(const float* x, int64_t
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
+      for (int l = 0;; ++l)
+        if (std::isnan(x[i + l])) return -1 - (i + l);
+    }
     unsigned bits = static_cast<unsigned>(
         _mm256_movemask_ps(_mm256_cmp_ps(v, t, kStrict ? _CMP_GT_OQ : _CMP_GE_OQ)));
     while (bits != 0) {
@@ -97,40 +64,47 @@ __attribute__((target("avx2,fma"))) int64_t collect_avx2(const float* x, int64_t
       out[m++] = detail::make_composite(x[i + l], i + l);
     }
   }
-  return m + collect_scalar<kStrict>(x + i, n - i, i, tau, out + m);
+  const int64_t r = collect_scalar<kStrict>(x + i, n - i, i, tau, out + m);
+  return r < 0 ? r : m + r;
 }
 
 int64_t collect(const float* x, int64_t n, float tau, bool strict, bool simd, uint64_t* out) {
-  if (simd) return strict ? collect_avx2<true>(x, n, tau, out) : collect_avx2<false>(x, n, tau, out);
-  return strict ? collect_scalar<true>(x, n, 0, tau, out) : collect_scalar<false>(x, n, 0, tau, out);
+  if (simd)
+    return strict ? collect_avx2<true>(x, n, tau, out) : collect_avx2<false>(x, n, tau, out);
+  return strict ? collect_scalar<true>(x, n, 0, tau, out)
+                : collect_scalar<false>(x, n, 0, tau, out);
+}
+
+// A threshold that about 1.25 k + a few of the row's scores should reach, from an evenly spaced
+// sample of up to kSamples scores (NaN and -inf skipped); -inf when the sample cannot tell.
+float sampled_threshold(const float* x, int64_t L, int64_t k, float* samples) {
+  const int64_t tried = std::min(L, kSamples);
+  const int64_t stride = L / tried;
+  int64_t ns = 0;
+  for (int64_t i = 0; i < tried; ++i) {
+    const float v = x[i * stride];
+    if (v > kNegInf) samples[ns++] = v;
+  }
+  // Valid scores number about L * ns / tried, so rank r of the sample cuts about
+  // r * L / tried of them.
+  const double want =
+      1.25 * static_cast<double>(k) * static_cast<double>(tried) / static_cast<double>(L);
+  const int64_t r = static_cast<int64_t>(std::ceil(want)) + 4;
+  if (r >= ns) return kNegInf;
+  std::nth_element(samples, samples + (r - 1), samples + ns, std::greater<float>());
+  return samples[r - 1];
 }
 
 // Top-k of one row into idx[0, k); returns the valid count, or -1 - pos for a NaN at pos.
-// cand: L slots; samples: kSamples slots.
+// One pass over the row when the sampled threshold lets at least k scores through (the usual
+// case), two otherwise. cand: L slots; samples: kSamples slots; tmp: min(L, 2k) slots.
 int64_t topk_row(const float* x, int64_t L, int64_t k, bool simd, uint64_t* cand, float* samples,
-                 int32_t* idx) {
-  const RowScan scan = simd ? scan_avx2(x, L) : scan_scalar(x, L);
-  if (scan.nan_pos >= 0) return -1 - scan.nan_pos;
-  if (scan.valid > k) {
-    const int64_t ns_max = std::min(L, kSamples);
-    const int64_t stride = L / ns_max;
-    int64_t ns = 0;
-    for (int64_t i = 0; i < ns_max; ++i) {
-      const float v = x[i * stride];
-      if (v != kNegInf) samples[ns++] = v;
-    }
-    // Aim for ~1.25 k survivors (plus a few) so one filter pass nearly always suffices.
-    const double want = static_cast<double>(k) / static_cast<double>(scan.valid) * 1.25;
-    const int64_t r = static_cast<int64_t>(std::ceil(want * static_cast<double>(ns))) + 4;
-    if (r < ns) {
-      std::nth_element(samples, samples + (r - 1), samples + ns, std::greater<float>());
-      const float tau = samples[r - 1];
-      const int64_t m = collect(x, L, tau, /*strict=*/false, simd, cand);
-      if (m >= k) return detail::write_topk(cand, m, k, idx);
-    }
-  }
-  const int64_t m = collect(x, L, kNegInf, /*strict=*/true, simd, cand);
-  return detail::write_topk(cand, m, k, idx);
+                 uint64_t* tmp, int32_t* idx) {
+  const float tau = sampled_threshold(x, L, k, samples);
+  int64_t m = collect(x, L, tau, /*strict=*/tau == kNegInf, simd, cand);
+  if (m < 0) return m;  // NaN
+  if (m < k && tau != kNegInf) m = collect(x, L, kNegInf, /*strict=*/true, simd, cand);
+  return detail::write_topk(cand, m, k, idx, tmp, /*position_ordered=*/true);
 }
 
 }  // namespace
@@ -144,8 +118,8 @@ void validate(const TopkParams& p) {
   IS_CHECK(p.ld == 0 || p.ld >= p.L, "topk: ld = ", p.ld, " is smaller than L = ", p.L);
   IS_CHECK(p.k >= 0, "topk: k = ", p.k, " is negative");
   const int64_t ld = p.ld == 0 ? p.L : p.ld;
-  IS_CHECK(ld == 0 || p.T <= std::numeric_limits<int64_t>::max() / ld, "topk: T * ld overflows (T = ",
-           p.T, ", ld = ", ld, ")");
+  IS_CHECK(ld == 0 || p.T <= std::numeric_limits<int64_t>::max() / ld,
+           "topk: T * ld overflows (T = ", p.T, ", ld = ", ld, ")");
   IS_CHECK(p.scores != nullptr || p.T == 0 || p.L == 0, "topk: scores is null (T = ", p.T,
            ", L = ", p.L, ")");
   IS_CHECK(p.indices != nullptr || p.T == 0 || p.k == 0, "topk: indices is null (T = ", p.T,
@@ -172,9 +146,10 @@ void topk(const TopkParams& p) {
   parallel_for(T, grain, [&](int64_t t0, int64_t t1) {
     AlignedBuffer<uint64_t> cand(static_cast<size_t>(L));
     AlignedBuffer<float> samples(static_cast<size_t>(kSamples));
+    AlignedBuffer<uint64_t> tmp(static_cast<size_t>(std::min(L, 2 * k)));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t c = topk_row(p.scores + t * ld, L, k, simd, cand.data(), samples.data(),
-                                 p.indices + t * k);
+                                 tmp.data(), p.indices + t * k);
       if (c < 0) {  // rows are scanned in order, so this is the part's first NaN row
         std::lock_guard<std::mutex> lock(mu);
         if (nan_row < 0 || t < nan_row) {

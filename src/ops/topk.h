@@ -21,10 +21,10 @@ struct TopkParams {
   const float* scores = nullptr;  // [T, ld] row-major; candidates are columns [0, L)
   int64_t T = 0;
   int64_t L = 0;
-  int64_t ld = 0;       // row stride (>= L); 0 means L
+  int64_t ld = 0;  // row stride (>= L); 0 means L
   int k = 0;
-  int32_t* indices = nullptr;     // [T, k] out: positions, -1 = empty slot
-  int32_t* count = nullptr;       // [T] out, nullable: number of valid slots per row
+  int32_t* indices = nullptr;  // [T, k] out: positions, -1 = empty slot
+  int32_t* count = nullptr;    // [T] out, nullable: number of valid slots per row
 };
 
 // Checks sizes (T, L, ld, k non-negative, ld >= L, L < 2^31) and pointers (scores when T*L > 0,

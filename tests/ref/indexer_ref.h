@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <iterator>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -95,7 +95,8 @@ TopkRefOut topk(const Real* scores, int64_t T, int64_t L, int64_t ld, int k) {
       return a < b;
     });
     const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(pos.size()));
-    for (int64_t i = 0; i < m; ++i) r.idx[static_cast<size_t>(t * k + i)] = static_cast<int32_t>(pos[i]);
+    for (int64_t i = 0; i < m; ++i)
+      r.idx[static_cast<size_t>(t * k + i)] = static_cast<int32_t>(pos[i]);
     r.count[static_cast<size_t>(t)] = static_cast<int32_t>(m);
   }
   return r;
@@ -136,9 +137,9 @@ inline uint8_t fp8e4m3_nearest(double y, double* margin) {
 }
 
 struct Fp8RefOut {
-  std::vector<uint8_t> code;     // [rows, cols]
-  std::vector<double> scale;     // [rows, nblocks]
-  std::vector<double> margin;    // [rows, cols] relative distance of x/scale to a midpoint
+  std::vector<uint8_t> code;   // [rows, cols]
+  std::vector<double> scale;   // [rows, nblocks]
+  std::vector<double> margin;  // [rows, cols] relative distance of x/scale to a midpoint
 };
 
 // act_quant: per block of 128 along a row, amax = max(max |x|, 1e-4); scale = amax / 448
@@ -154,7 +155,8 @@ inline Fp8RefOut quantize_fp8(const float* x, int64_t rows, int64_t cols, bool u
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t c0 = b * 128, c1 = std::min(cols, c0 + 128);
       double amax = 1e-4f;  // the floor is a float constant in the kernel
-      for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(static_cast<double>(x[i * cols + c])));
+      for (int64_t c = c0; c < c1; ++c)
+        amax = std::max(amax, std::fabs(static_cast<double>(x[i * cols + c])));
       double s = amax / 448.0;
       if (ue8m0) s = std::exp2(std::ceil(std::log2(s)));
       r.scale[static_cast<size_t>(i * nb + b)] = s;
@@ -169,14 +171,16 @@ inline Fp8RefOut quantize_fp8(const float* x, int64_t rows, int64_t cols, bool u
 }
 
 // Fraction of the reference set found in the tested set, over rows (sets of valid slots).
-inline double topk_overlap(const std::vector<int32_t>& got, const std::vector<int32_t>& want, int64_t T,
-                           int k) {
+inline double topk_overlap(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                           int64_t T, int k) {
   int64_t hit = 0, total = 0;
   for (int64_t t = 0; t < T; ++t) {
     std::vector<int32_t> a, b;
     for (int i = 0; i < k; ++i) {
-      if (got[static_cast<size_t>(t * k + i)] >= 0) a.push_back(got[static_cast<size_t>(t * k + i)]);
-      if (want[static_cast<size_t>(t * k + i)] >= 0) b.push_back(want[static_cast<size_t>(t * k + i)]);
+      if (got[static_cast<size_t>(t * k + i)] >= 0)
+        a.push_back(got[static_cast<size_t>(t * k + i)]);
+      if (want[static_cast<size_t>(t * k + i)] >= 0)
+        b.push_back(want[static_cast<size_t>(t * k + i)]);
     }
     std::sort(a.begin(), a.end());
     std::sort(b.begin(), b.end());
