@@ -1,8 +1,9 @@
 // Dense causal attention with an online softmax (reference and fallback), CPU.
 //
-// Row t (absolute position q_start + t) attends to keys s in [0, min(L, q_start + t + 1)).
-// Output and lse (natural log) as in sparse_attention.h; a row with no visible key gives
-// o = 0, lse = -inf.
+// Row t (absolute position q_start + t) attends to keys s in [0, min(L, q_start + t + 1)):
+// keys past that bound, and past L, are never read. Output and lse (natural log) as in
+// sparse_attention.h, with the same numerics (NaN, inf, thread-count independence); a row with
+// no visible key (L = 0) gives o = 0, lse = -inf.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,8 @@ struct DenseAttentionParams {
   float* lse = nullptr;         // [T, H] nullable
 };
 
+// Sizes as in sparse_attention.h, q_start >= 0; q and out non-null when T > 0, k and v when
+// also L > 0. Throws Error naming the culprit.
 void validate(const DenseAttentionParams& p);
 void dense_attention(const DenseAttentionParams& p);
 

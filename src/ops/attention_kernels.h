@@ -1,0 +1,46 @@
+// Internal: the blocked online-softmax attention driver shared by sparse_attention and
+// dense_attention (not part of the public API).
+//
+// A "tile" is a set of query vectors that read the same key list: the heads of one row that
+// share a KV head (or the MLA latent), and for dense attention several rows as well. Every key
+// row of a block is fetched once and reused by all queries of the tile.
+//
+// Reproducibility: the result of a query depends only on its own inputs and on the key list
+// (never on the other queries of the tile, the tile size or the SIMD register tiling), so the
+// callers may cut tiles to suit the thread count and stay bitwise reproducible.
+#pragma once
+
+#include <cstdint>
+
+namespace indexshare::ops::detail {
+
+// Keys are consumed in blocks of this many list entries; dense attention relies on the block
+// boundaries being multiples of kKeyBlock from the start of the list.
+inline constexpr int kKeyBlock = 64;
+
+struct AttnQuery {
+  const float* q = nullptr;  // [Dqk]
+  float* out = nullptr;      // [Dv], fully written
+  float* lse = nullptr;      // [1] nullable
+  int64_t n_keys = 0;        // the query sees list entries [0, n_keys)
+};
+
+struct AttnKeys {
+  const float* k = nullptr;         // key of token s at k + s * k_stride, [Dqk] each
+  const float* v = nullptr;         // value of token s at v + s * v_stride, [Dv] each
+  int64_t k_stride = 0, v_stride = 0;
+  const int32_t* tokens = nullptr;  // [n] nullable: list entry j is token tokens[j], else j
+  int64_t n = 0;                    // list length
+};
+
+// Online softmax attention of every query of the tile over its visible prefix of the list:
+//   out = sum_j softmax_j(scale * q . k_j) v_j,  lse = ln sum_j exp(scale * q . k_j).
+// A query that sees no key gets out = 0, lse = -inf. Uses AVX2+FMA when use_avx2().
+void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk, int Dv,
+                 float scale);
+
+// How many parts to cut each of `units` work items (of `heads` queries each) into so that
+// every thread has work; parts keep at least 4 heads. Returns the part size in heads.
+int head_part_size(int64_t units, int heads);
+
+}  // namespace indexshare::ops::detail
