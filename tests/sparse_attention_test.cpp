@@ -35,7 +35,7 @@ std::vector<int32_t> random_indices(int64_t T, int64_t L, int K, double empty,
   std::bernoulli_distribution drop(empty);
   for (int64_t t = 0; t < T; ++t) {
     std::shuffle(pool.begin(), pool.end(), rng);
-    int32_t* row = &idx[static_cast<size_t>(t * K)];
+    int32_t* row = idx.data() + t * K;
     const int n = static_cast<int>(std::min<int64_t>(K, L));
     for (int j = 0; j < n; ++j) row[j] = drop(rng) ? -1 : pool[static_cast<size_t>(j)];
     std::shuffle(row, row + K, rng);
