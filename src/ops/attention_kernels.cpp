@@ -404,6 +404,23 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
   const bool shared_rows = keys.k == keys.v && keys.k_stride == keys.v_stride &&
                            keys.k_group == keys.v_group;  // MLA: the value is inside the key
   const auto token = [&](int64_t j) { return keys.tokens ? int64_t{keys.tokens[j]} : j; };
+  const int pf_bytes =
+      static_cast<int>(sizeof(float)) * (shared_rows ? Dqk : std::max(Dqk, Dv));
+  // Fills sc.pf with the key (and value) rows of group g for the block at j0; returns the count.
+  const auto next_rows = [&](int64_t j0, int g) {
+    const int nb = static_cast<int>(std::clamp<int64_t>(n_max - j0, 0, kKeyBlock));
+    int n = 0;
+    for (int j = 0; j < nb; ++j) {
+      const int64_t tok = token(j0 + j);
+      const float* k = keys.k + tok * keys.k_stride + g * keys.k_group;
+      sc.pf[n++] = reinterpret_cast<const char*>(k);
+      if (!shared_rows) {
+        const float* v = keys.v + tok * keys.v_stride + g * keys.v_group;
+        sc.pf[n++] = reinterpret_cast<const char*>(v);
+      }
+    }
+    return n;
+  };
 
   // Steps run over (block, run); each step prefetches the rows the next one reads.
   for (int64_t j0 = 0; j0 < n_max; j0 += kKeyBlock) {
@@ -416,22 +433,9 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
     for (int r = 0; r < n_runs; ++r) {
       const int g = queries[sc.runs[r]].group;
       // The next step: the next run of this block, else the first run of the next block.
-      int npf = 0;
-      {
-        const bool same_block = r + 1 < n_runs;
-        const int64_t nj0 = same_block ? j0 : j0 + kKeyBlock;
-        const int ng = queries[sc.runs[same_block ? r + 1 : 0]].group;
-        const int nnb = static_cast<int>(std::clamp<int64_t>(n_max - nj0, 0, kKeyBlock));
-        for (int j = 0; j < nnb; ++j) {
-          const int64_t tok = token(nj0 + j);
-          sc.pf[npf++] = reinterpret_cast<const char*>(keys.k + tok * keys.k_stride + ng * keys.k_group);
-          if (!shared_rows) {
-            sc.pf[npf++] =
-                reinterpret_cast<const char*>(keys.v + tok * keys.v_stride + ng * keys.v_group);
-          }
-        }
-      }
-      const int pf_bytes = static_cast<int>(sizeof(float)) * (shared_rows ? Dqk : std::max(Dqk, Dv));
+      const bool same_block = r + 1 < n_runs;
+      const int npf = next_rows(same_block ? j0 : j0 + kKeyBlock,
+                                queries[sc.runs[same_block ? r + 1 : 0]].group);
       for (int j = 0; j < nb; ++j) {
         sc.krow[j] = sc.kbase[j] + g * keys.k_group;
         sc.vrow[j] = sc.vbase[j] + g * keys.v_group;
