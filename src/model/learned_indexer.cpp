@@ -1,13 +1,11 @@
 #include "model/learned_indexer.h"
 
-#include <immintrin.h>
-
 #include <cmath>
 
-#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "ops/rope.h"
+#include "ops/vec.h"
 
 namespace indexshare::model {
 
@@ -46,39 +44,11 @@ std::vector<float> indexer_inv_freq(const LearnedIndexerConfig& cfg, float sign)
   return f;
 }
 
-namespace {
-
-float dot_scalar(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  float s = _mm_cvtss_f32(lo);
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-}  // namespace
-
 void linear_f32(const float* x, int64_t T, int64_t K, const float* W, int64_t N, float* y) {
-  const bool simd = use_avx2();
   parallel_for(T * N, 256, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const int64_t t = i / N, n = i % N;
-      y[i] = simd ? dot_avx2(x + t * K, W + n * K, K) : dot_scalar(x + t * K, W + n * K, K);
+      y[i] = ops::dot(x + t * K, W + n * K, K);
     }
   });
 }
