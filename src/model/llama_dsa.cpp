@@ -96,45 +96,46 @@ void LlamaDsaBackend::select_oracle(const AttentionCall& a, int32_t* out) {
 
 void LlamaDsaBackend::measure(const AttentionCall& a) {
   const int l = a.layer;
-  if (!(opt_.selection == DsaSelection::kOracle && opt_.schedule.is_full(l))) {
-    probs_.resize(static_cast<size_t>(a.T * a.L));
-    ops::attention_probs({.q = a.q, .k = a.k, .T = a.T, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
-                          .D = mc_.head_dim, .q_start = a.pos0, .scale = a.scale, .P = probs_.data()});
-  }
   auto& st = stats_[static_cast<size_t>(l)];
-  const int64_t k = opt_.topk;
-  for (int64_t t = 0; t < a.T; ++t) {
-    double mass = 0.0;
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t s = topk_[static_cast<size_t>(t * k + j)];
-      if (s >= 0) mass += probs_[static_cast<size_t>(t * a.L + s)];
-    }
-    st.recall_sum += mass;
-    ++st.rows;
-  }
+  const int64_t k = opt_.topk, stride = std::max<int64_t>(opt_.measure_stride, 1);
+  const int64_t Hq = static_cast<int64_t>(mc_.n_heads) * mc_.head_dim;
   // Overlap of the reused set with the S layer's own choice (prefill from position 0 only: the
   // own indexer's keys are projected from this call's rows).
-  if (!opt_.schedule.is_full(l) && opt_.own_indexers && opt_.own_indexers->has(l) && a.pos0 == 0) {
+  const bool overlap =
+      !opt_.schedule.is_full(l) && opt_.own_indexers && opt_.own_indexers->has(l) && a.pos0 == 0;
+  if (overlap) {
     const auto& w = *opt_.own_indexers->layers[static_cast<size_t>(l)];
     std::vector<float> kc(static_cast<size_t>(a.L) * w.cfg.head_dim);
     own_.resize(static_cast<size_t>(a.T * k));
     const DsaCounters keep = counters_;
     select_with_indexer(a, w, kc, own_.data());
     counters_ = keep;  // measurement work is not the configuration's cost
-    std::vector<int32_t> x, y;
-    for (int64_t t = 0; t < a.T; ++t) {
-      x.assign(topk_.begin() + t * k, topk_.begin() + (t + 1) * k);
-      y.assign(own_.begin() + t * k, own_.begin() + (t + 1) * k);
-      x.erase(std::remove(x.begin(), x.end(), -1), x.end());
-      y.erase(std::remove(y.begin(), y.end(), -1), y.end());
-      if (y.empty()) continue;
-      std::sort(x.begin(), x.end());
-      std::sort(y.begin(), y.end());
-      std::vector<int32_t> both;
-      std::set_intersection(x.begin(), x.end(), y.begin(), y.end(), std::back_inserter(both));
-      st.overlap_sum += static_cast<double>(both.size()) / static_cast<double>(y.size());
-      ++st.overlap_rows;
+  }
+  std::vector<float> row(static_cast<size_t>(a.L));
+  std::vector<int32_t> x, y, both;
+  for (int64_t t = 0; t < a.T; ++t) {
+    if ((a.pos0 + t) % stride != 0) continue;
+    ops::attention_probs({.q = a.q + t * Hq, .k = a.k, .T = 1, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
+                          .D = mc_.head_dim, .q_start = a.pos0 + t, .scale = a.scale, .P = row.data()});
+    double mass = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t s = topk_[static_cast<size_t>(t * k + j)];
+      if (s >= 0) mass += row[static_cast<size_t>(s)];
     }
+    st.recall_sum += mass;
+    ++st.rows;
+    if (!overlap) continue;
+    x.assign(topk_.begin() + t * k, topk_.begin() + (t + 1) * k);
+    y.assign(own_.begin() + t * k, own_.begin() + (t + 1) * k);
+    x.erase(std::remove(x.begin(), x.end(), -1), x.end());
+    y.erase(std::remove(y.begin(), y.end(), -1), y.end());
+    if (y.empty()) continue;
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    both.clear();
+    std::set_intersection(x.begin(), x.end(), y.begin(), y.end(), std::back_inserter(both));
+    st.overlap_sum += static_cast<double>(both.size()) / static_cast<double>(y.size());
+    ++st.overlap_rows;
   }
 }
 

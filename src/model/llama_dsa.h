@@ -45,6 +45,7 @@ struct DsaOptions {
   const IndexerSet* indexers = nullptr;      // kIndexer: must hold every F layer
   const IndexerSet* own_indexers = nullptr;  // nullable: per-layer indexers for S-layer overlap
   bool measure = false;                      // recall (+ overlap) statistics
+  int64_t measure_stride = 1;                // measure rows with position % stride == 0
   int64_t record_stride = 0;                 // > 0: keep the sets of rows t % stride == 0
   int64_t capacity = 0;                      // tokens per sequence (indexer-K cache size)
 };
