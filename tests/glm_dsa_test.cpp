@@ -48,6 +48,7 @@ struct Fixture {
   std::string dir() const { return kFixtures + "/" + arch + "/" + name; }
   std::string weights() const { return kFixtures + "/" + arch + "/model.safetensors"; }
 };
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.arch << "/" << f.name; }
 
 const std::vector<Fixture> kAll = {
     {"glm_moe_dsa", "all_full"},      {"glm_moe_dsa", "freq2_off2"},    {"glm_moe_dsa", "pattern"},
