@@ -24,7 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "io/glm_dsa_loader.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -46,6 +48,7 @@ struct Fixture {
   std::string dir() const { return kFixtures + "/" + arch + "/" + name; }
   std::string weights() const { return kFixtures + "/" + arch + "/model.safetensors"; }
 };
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.arch << "/" << f.name; }
 
 const std::vector<Fixture> kAll = {
     {"glm_moe_dsa", "all_full"},      {"glm_moe_dsa", "freq2_off2"},    {"glm_moe_dsa", "pattern"},
@@ -302,6 +305,28 @@ TEST(GlmDsa, DecodeAndChunkedPrefillEqualPrefill) {
     EXPECT_EQ(max_abs_diff(a, prefill), 0.0f);
     EXPECT_EQ(static_cast<int64_t>(a.size()), T * V);
   }
+}
+
+TEST(GlmDsa, ThreadCountAndScalarPath) {
+  // Bitwise identical for 1 and 2 threads; the scalar (no AVX2) kernels stay within tolerance.
+  const Fixture fx = kAll[2];
+  const GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
+  const Ref ref = load_ref(fx, m.config().num_layers);
+  const int saved = num_threads();
+  auto run = [&] {
+    auto cache = m.new_cache();
+    return m.forward(cache, ref.ids);
+  };
+  set_num_threads(1);
+  const auto one = run();
+  set_num_threads(2);
+  const auto two = run();
+  set_simd_enabled(false);
+  const auto scalar = run();
+  set_simd_enabled(true);
+  set_num_threads(saved);
+  EXPECT_EQ(one, two);
+  EXPECT_LE(max_abs_diff(scalar, ref.logits), 1e-4f * std::max(1.0f, max_abs(ref.logits)));
 }
 
 TEST(GlmDsa, StrippedSLayerIndexersLoadCleanlyAndGiveTheSameLogits) {

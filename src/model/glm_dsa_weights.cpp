@@ -5,7 +5,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "core/thread_pool.h"
+#include "ops/quant_matmul.h"
 
 namespace indexshare::model {
 namespace {
@@ -14,16 +14,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
   return r + "]";
-}
-
-// Fixed-order dot product: 8 interleaved partial sums, then a fixed combination.
-float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
-  for (int k = 0; i < n; ++i, ++k) acc[k] += a[i] * b[i];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 class Loader {
@@ -159,21 +149,20 @@ class Loader {
 
 void linear(const Linear& l, const float* x, int64_t T, float* y) {
   if (T <= 0 || l.out <= 0) return;
-  const int64_t in = l.in, out = l.out;
-  const float* w = l.w.data();
-  const float* b = l.b.empty() ? nullptr : l.b.data();
-  // Work items are (row, block of 64 outputs); each output is computed the same way whatever
-  // the split.
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (out + kBlock - 1) / kBlock;
-  parallel_for(T * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / blocks, o0 = (item % blocks) * kBlock, o1 = std::min(out, o0 + kBlock);
-      const float* xr = x + t * in;
-      float* yr = y + t * out;
-      for (int64_t o = o0; o < o1; ++o) yr[o] = dot(xr, w + o * in, in) + (b ? b[o] : 0.0f);
-    }
-  });
+  // ops::quant_matmul on f32 weights: AVX2 with a scalar fallback, one fixed operation order
+  // per output whatever the batch or thread count (row t of a batch == the T = 1 result).
+  ops::QMatmulParams p;
+  p.w = l.w.data();
+  p.type = GgmlType::kF32;
+  p.N = l.out;
+  p.K = l.in;
+  p.x = x;
+  p.M = T;
+  p.y = y;
+  ops::quant_matmul(p);
+  if (!l.b.empty())
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < l.out; ++o) y[t * l.out + o] += l.b[static_cast<size_t>(o)];
 }
 
 GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& src,

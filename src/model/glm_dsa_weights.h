@@ -38,8 +38,8 @@ struct Linear {
   std::vector<float> b;  // [out], empty = no bias
 };
 
-// y[T, out] = x[T, in] W^T (+ b). Every output element is one dot product in a fixed order, so
-// a row's result does not depend on T or on the thread count (decode == prefill bitwise).
+// y[T, out] = x[T, in] W^T (+ b), through ops::quant_matmul: a row's result does not depend on
+// T or on the thread count (decode == prefill bitwise).
 void linear(const Linear& l, const float* x, int64_t T, float* y);
 
 // down(silu(gate x) * up x)
