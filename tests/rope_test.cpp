@@ -84,7 +84,9 @@ double check_against_reference(const RopeCase& c, const std::vector<float>& y) {
   return worst;
 }
 
-const char* name(RopePairing p) { return p == RopePairing::kHalfSplit ? "half-split" : "interleaved"; }
+const char* name(RopePairing p) {
+  return p == RopePairing::kHalfSplit ? "half-split" : "interleaved";
+}
 
 TEST(Rope, BothPairingsMatchClosedFormOnSlices) {
   DispatchGuard guard;

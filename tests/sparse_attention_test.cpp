@@ -35,7 +35,7 @@ std::vector<int32_t> random_indices(int64_t T, int64_t L, int K, double empty,
   std::bernoulli_distribution drop(empty);
   for (int64_t t = 0; t < T; ++t) {
     std::shuffle(pool.begin(), pool.end(), rng);
-    int32_t* row = &idx[static_cast<size_t>(t * K)];
+    int32_t* row = idx.data() + t * K;
     const int n = static_cast<int>(std::min<int64_t>(K, L));
     for (int j = 0; j < n; ++j) row[j] = drop(rng) ? -1 : pool[static_cast<size_t>(j)];
     std::shuffle(row, row + K, rng);
@@ -179,7 +179,8 @@ TEST(SparseGqa, MatchesReferenceAndGroupsHeads) {
   GqaCase c = make_gqa(2, 40, 6, 3, 8, 4, 16, rng);
   for (int64_t s = 0; s < c.L; ++s)
     for (int g = 0; g < c.Hkv; ++g)
-      for (int d = 0; d < c.Dv; ++d) c.v[static_cast<size_t>((s * c.Hkv + g) * c.Dv + d)] = g + 1.0f;
+      for (int d = 0; d < c.Dv; ++d)
+        c.v[static_cast<size_t>((s * c.Hkv + g) * c.Dv + d)] = g + 1.0f;
   const Result r = run_gqa(c);
   for (int64_t t = 0; t < c.T; ++t)
     for (int h = 0; h < c.H; ++h)
@@ -250,7 +251,8 @@ TEST(SparseAttention, EmptyRowsGiveZerosAndMinusInf) {
     for (int h = 0; h < c.H; ++h) {
       EXPECT_EQ(r.lse[static_cast<size_t>(c.H + h)], -kInf);
       EXPECT_TRUE(std::isfinite(r.lse[static_cast<size_t>(h)]));
-      for (int d = 0; d < c.Dv; ++d) EXPECT_EQ(r.out[static_cast<size_t>((c.H + h) * c.Dv + d)], 0.0f);
+      for (int d = 0; d < c.Dv; ++d)
+        EXPECT_EQ(r.out[static_cast<size_t>((c.H + h) * c.Dv + d)], 0.0f);
     }
   }
   // K = 0 and L = 0 (no cache at all, kv null): every row empty.
@@ -304,7 +306,8 @@ TEST(SparseAttention, DuplicateIndicesCountPerSlot) {
     // And it is not the set semantics.
     const ref::AttnResult set = ref_mla(dedup);
     double diff = 0.0;
-    for (size_t i = 0; i < r.lse.size(); ++i) diff = std::max(diff, std::fabs(r.lse[i] - set.lse[i]));
+    for (size_t i = 0; i < r.lse.size(); ++i)
+      diff = std::max(diff, std::fabs(r.lse[i] - set.lse[i]));
     EXPECT_GT(diff, 1e-3);
   }
 }
@@ -365,7 +368,8 @@ TEST(SparseAttention, NaNPropagatesOnlyThroughReadRows) {
     q.q[static_cast<size_t>((0 * c.H + 2) * c.Dqk + 5)] = kNaN;
     const Result rq = run_mla(q);
     for (int h = 0; h < c.H; ++h) EXPECT_EQ(std::isnan(rq.lse[static_cast<size_t>(h)]), h == 2);
-    EXPECT_TRUE(std::equal(rq.out.begin() + c.H * c.Dv, rq.out.end(), clean.out.begin() + c.H * c.Dv));
+    EXPECT_TRUE(
+        std::equal(rq.out.begin() + c.H * c.Dv, rq.out.end(), clean.out.begin() + c.H * c.Dv));
     // A NaN as the only key of a row (first block) is not dropped.
     MlaCase one = b;
     std::fill(one.idx.begin(), one.idx.begin() + c.K, -1);
@@ -428,7 +432,8 @@ void expect_error(const Params& p, void (*fn)(const Params&), const std::string&
 TEST(SparseAttention, BadInputThrowsNamingTheProblem) {
   std::mt19937_64 rng(3);
   MlaCase c = make_mla(2, 50, 4, 16, 8, 6, rng, 0.0);
-  std::vector<float> out(static_cast<size_t>(c.T * c.H * c.Dv)), lse(static_cast<size_t>(c.T * c.H));
+  std::vector<float> out(static_cast<size_t>(c.T * c.H * c.Dv));
+  std::vector<float> lse(static_cast<size_t>(c.T * c.H));
   ops::SparseMlaParams good;
   good.q = c.q.data(), good.kv = c.kv.data(), good.indices = c.idx.data();
   good.T = c.T, good.L = c.L, good.H = c.H, good.Dqk = c.Dqk, good.Dv = c.Dv, good.K = c.K;

@@ -30,7 +30,7 @@ void ProgressBar::update(int64_t done, std::string_view status) {
   if (!status.empty()) status_ = std::string(status);
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_draw_).count();
-  if (since >= (tty_ ? 0.1 : 5.0)) {
+  if (since >= (tty_ ? 0.1 : 5.0) && (tty_ || done_ < total_)) {  // finish() draws the last state
     last_draw_ = now;
     draw(false);
   }

@@ -20,9 +20,10 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 // The per-block building blocks; one scalar and one AVX2 set. Every one of them computes each
 // output element from its own inputs in a fixed order, whatever the tile shape.
 struct Kernels {
-  // s[a * ld + j] = scale * q[a] . k[j] for a < nq, j < nk.
+  // s[a * ld + j] = scale * q[a] . k[j] for a < nq, j < nk; meanwhile prefetches `bytes`
+  // from each of pf[0, npf) (the rows of the next step) when the kernel can.
   void (*scores)(const float* const* q, int nq, const float* const* k, int nk, int D,
-                 float scale, float* s, int ld);
+                 float scale, float* s, int ld, const char* const* pf, int npf, int bytes);
   // Max of x[0, n); NaN if any element is NaN.
   float (*row_max)(const float* x, int n);
   // x[j] = exp(x[j] - m) for j < n; returns the sum.
@@ -37,7 +38,7 @@ struct Kernels {
 // ---- scalar ----------------------------------------------------------------------------
 
 void scores_scalar(const float* const* q, int nq, const float* const* k, int nk, int D,
-                   float scale, float* s, int ld) {
+                   float scale, float* s, int ld, const char* const*, int, int) {
   for (int a = 0; a < nq; ++a) {
     for (int j = 0; j < nk; ++j) {
       float acc = 0.0f;
@@ -135,16 +136,23 @@ IS_AVX2 inline __m256 exp_nonpos(__m256 x) {
   return _mm256_blendv_ps(y, x, nan);
 }
 
-// Dot products of NH queries with NJ keys; each (query, key) pair owns one accumulator and
-// runs over d in the same order for every tile shape.
+// Sums of each of a[0, 8), lane i = ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)) of a[i]:
+// one fixed tree per accumulator, whatever the other accumulators hold.
+IS_AVX2 inline __m256 reduce8(const __m256* a) {
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Dot products of NH queries with NJ keys; each (query, key) pair owns one accumulator, runs
+// over d in the same order and is reduced by the same tree for every tile shape.
 template <int NH, int NJ>
-IS_AVX2 void dot_tile(const float* const* q, const float* const* k, int D, __m256i tail,
+IS_AVX2 inline void dot_tile(const float* const* q, const float* const* k, int D, __m256i tail,
                       float scale, float* s, int ld) {
-  __m256 acc[NH][NJ];
-#pragma GCC unroll 4
-  for (int h = 0; h < NH; ++h)
-#pragma GCC unroll 4
-    for (int j = 0; j < NJ; ++j) acc[h][j] = _mm256_setzero_ps();
+  static_assert(NH * NJ <= 8);
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
   const int dfull = D & ~7;
   int d = 0;
   for (; d < dfull; d += 8) {
@@ -155,7 +163,7 @@ IS_AVX2 void dot_tile(const float* const* q, const float* const* k, int D, __m25
     for (int h = 0; h < NH; ++h) {
       const __m256 qv = _mm256_loadu_ps(q[h] + d);
 #pragma GCC unroll 4
-      for (int j = 0; j < NJ; ++j) acc[h][j] = _mm256_fmadd_ps(qv, kv[j], acc[h][j]);
+      for (int j = 0; j < NJ; ++j) acc[h * NJ + j] = _mm256_fmadd_ps(qv, kv[j], acc[h * NJ + j]);
     }
   }
   if (d < D) {
@@ -166,38 +174,55 @@ IS_AVX2 void dot_tile(const float* const* q, const float* const* k, int D, __m25
     for (int h = 0; h < NH; ++h) {
       const __m256 qv = _mm256_maskload_ps(q[h] + d, tail);
 #pragma GCC unroll 4
-      for (int j = 0; j < NJ; ++j) acc[h][j] = _mm256_fmadd_ps(qv, kv[j], acc[h][j]);
+      for (int j = 0; j < NJ; ++j) acc[h * NJ + j] = _mm256_fmadd_ps(qv, kv[j], acc[h * NJ + j]);
     }
   }
+  alignas(32) float r[8];
+  _mm256_store_ps(r, _mm256_mul_ps(reduce8(acc), _mm256_set1_ps(scale)));
 #pragma GCC unroll 4
   for (int h = 0; h < NH; ++h)
 #pragma GCC unroll 4
-    for (int j = 0; j < NJ; ++j) s[h * ld + j] = hsum(acc[h][j]) * scale;
+    for (int j = 0; j < NJ; ++j) s[h * ld + j] = r[h * NJ + j];
 }
 
 using DotTileFn = void (*)(const float* const*, const float* const*, int, __m256i, float,
                            float*, int);
-constexpr int kDotH = 4, kDotJ = 3;
+constexpr int kDotH = 4, kDotJ = 2;
 constexpr DotTileFn kDotTiles[kDotH][kDotJ] = {
-    {dot_tile<1, 1>, dot_tile<1, 2>, dot_tile<1, 3>},
-    {dot_tile<2, 1>, dot_tile<2, 2>, dot_tile<2, 3>},
-    {dot_tile<3, 1>, dot_tile<3, 2>, dot_tile<3, 3>},
-    {dot_tile<4, 1>, dot_tile<4, 2>, dot_tile<4, 3>},
+    {dot_tile<1, 1>, dot_tile<1, 2>},
+    {dot_tile<2, 1>, dot_tile<2, 2>},
+    {dot_tile<3, 1>, dot_tile<3, 2>},
+    {dot_tile<4, 1>, dot_tile<4, 2>},
 };
 
 IS_AVX2 void scores_avx2(const float* const* q, int nq, const float* const* k, int nk, int D,
-                         float scale, float* s, int ld) {
+                         float scale, float* s, int ld, const char* const* pf, int npf,
+                         int bytes) {
   const __m256i tail = lane_mask(D & 7);
   // Queries in groups whose vectors stay in L1 (about 20 KiB) while the key rows of the block
-  // (L2 resident after their first use) stream past them three at a time.
+  // (L2 resident after their first use) stream past them two at a time.
   const int group = std::max(kDotH, (20480 / (D * 4)) / kDotH * kDotH);
+  const int tiles = (nk + kDotJ - 1) / kDotJ;
   for (int h0 = 0; h0 < nq; h0 += group) {
     const int h1 = std::min(nq, h0 + group);
     for (int j = 0; j < nk; j += kDotJ) {
       const int nj = std::min(kDotJ, nk - j);
+      if (h0 == 0) {
+        // The gathered rows of the next step, spread over this step's key tiles so that the
+        // misses overlap the arithmetic.
+        const int jt = j / kDotJ;
+        const int r1 = j + kDotJ >= nk ? npf : (jt + 1) * npf / tiles;
+        for (int r = jt * npf / tiles; r < r1; ++r) {
+          for (int b = 0; b < bytes; b += 64) _mm_prefetch(pf[r] + b, _MM_HINT_T0);
+        }
+      }
       for (int h = h0; h < h1; h += kDotH) {
         const int nh = std::min(kDotH, h1 - h);
-        kDotTiles[nh - 1][nj - 1](q + h, k + j, D, tail, scale, s + h * ld + j, ld);
+        if (nh == kDotH && nj == kDotJ) {  // the common case, inlined
+          dot_tile<kDotH, kDotJ>(q + h, k + j, D, tail, scale, s + h * ld + j, ld);
+        } else {
+          kDotTiles[nh - 1][nj - 1](q + h, k + j, D, tail, scale, s + h * ld + j, ld);
+        }
       }
     }
   }
@@ -334,10 +359,11 @@ constexpr Kernels kAvx2{scores_avx2, row_max_avx2, exp_sum_avx2, rescale_avx2, p
 // ---- driver ----------------------------------------------------------------------------
 
 struct Scratch {
-  std::vector<float> s;  // [nq, kKeyBlock] logits, then probabilities
+  std::vector<float> s;  // [run size, kKeyBlock] logits, then probabilities
   std::vector<float> m, l, corr;
-  std::vector<int> cnt, active;
-  std::vector<const float*> qa, krow, vrow;
+  std::vector<int> cnt, active, runs;
+  std::vector<const float*> qa, kbase, vbase, krow, vrow;
+  std::vector<const char*> pf;
   std::vector<float*> oa;
 };
 
@@ -362,54 +388,93 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
   sc.active.resize(n);
   sc.qa.resize(n);
   sc.oa.resize(n);
-  sc.krow.resize(kKeyBlock);
-  sc.vrow.resize(kKeyBlock);
+  for (auto* v : {&sc.kbase, &sc.vbase, &sc.krow, &sc.vrow}) v->resize(kKeyBlock);
+  sc.pf.resize(2 * kKeyBlock);
 
+  // Runs of consecutive queries that read the same KV group.
+  sc.runs.clear();
   int64_t n_max = 0;
   for (int i = 0; i < nq; ++i) {
     std::memset(queries[i].out, 0, sizeof(float) * static_cast<size_t>(Dv));
     n_max = std::max(n_max, std::min(queries[i].n_keys, keys.n));
+    if (i == 0 || queries[i].group != queries[i - 1].group) sc.runs.push_back(i);
   }
+  const int n_runs = static_cast<int>(sc.runs.size());
+  sc.runs.push_back(nq);
+  const bool shared_rows = keys.k == keys.v && keys.k_stride == keys.v_stride &&
+                           keys.k_group == keys.v_group;  // MLA: the value is inside the key
+  const auto token = [&](int64_t j) { return keys.tokens ? int64_t{keys.tokens[j]} : j; };
+  const int pf_bytes =
+      static_cast<int>(sizeof(float)) * (shared_rows ? Dqk : std::max(Dqk, Dv));
+  // Fills sc.pf with the key (and value) rows of group g for the block at j0; returns the count.
+  const auto next_rows = [&](int64_t j0, int g) {
+    const int nb = static_cast<int>(std::clamp<int64_t>(n_max - j0, 0, kKeyBlock));
+    int n = 0;
+    for (int j = 0; j < nb; ++j) {
+      const int64_t tok = token(j0 + j);
+      const float* k = keys.k + tok * keys.k_stride + g * keys.k_group;
+      sc.pf[n++] = reinterpret_cast<const char*>(k);
+      if (!shared_rows) {
+        const float* v = keys.v + tok * keys.v_stride + g * keys.v_group;
+        sc.pf[n++] = reinterpret_cast<const char*>(v);
+      }
+    }
+    return n;
+  };
 
+  // Steps run over (block, run); each step prefetches the rows the next one reads.
   for (int64_t j0 = 0; j0 < n_max; j0 += kKeyBlock) {
     const int nb = static_cast<int>(std::min<int64_t>(kKeyBlock, n_max - j0));
     for (int j = 0; j < nb; ++j) {
-      const int64_t tok = keys.tokens ? keys.tokens[j0 + j] : j0 + j;
-      sc.krow[j] = keys.k + tok * keys.k_stride;
-      sc.vrow[j] = keys.v + tok * keys.v_stride;
+      const int64_t tok = token(j0 + j);
+      sc.kbase[j] = keys.k + tok * keys.k_stride;
+      sc.vbase[j] = keys.v + tok * keys.v_stride;
     }
-    int na = 0;
-    for (int i = 0; i < nq; ++i) {
-      const int64_t seen = std::min(queries[i].n_keys, keys.n) - j0;
-      if (seen <= 0) continue;
-      sc.active[na] = i;
-      sc.cnt[na] = static_cast<int>(std::min<int64_t>(nb, seen));
-      sc.qa[na] = queries[i].q;
-      sc.oa[na] = queries[i].out;
-      ++na;
-    }
-    float* s = sc.s.data();
-    kern.scores(sc.qa.data(), na, sc.krow.data(), nb, Dqk, scale, s, kKeyBlock);
-    for (int a = 0; a < na; ++a) {
-      const int i = sc.active[a];
-      float* row = s + static_cast<size_t>(a) * kKeyBlock;
-      const float bm = kern.row_max(row, sc.cnt[a]);
-      const float mo = sc.m[i];
-      // NaN is sticky: once a logit is NaN the query's output and lse are NaN.
-      const float mn = (std::isnan(mo) || std::isnan(bm)) ? kNaN : std::max(mo, bm);
-      if (mn == kNegInf) {  // every logit is -inf: no weight at all
-        sc.cnt[a] = 0;
-        sc.corr[a] = 1.0f;
-        continue;
+    for (int r = 0; r < n_runs; ++r) {
+      const int g = queries[sc.runs[r]].group;
+      // The next step: the next run of this block, else the first run of the next block.
+      const bool same_block = r + 1 < n_runs;
+      const int npf = next_rows(same_block ? j0 : j0 + kKeyBlock,
+                                queries[sc.runs[same_block ? r + 1 : 0]].group);
+      for (int j = 0; j < nb; ++j) {
+        sc.krow[j] = sc.kbase[j] + g * keys.k_group;
+        sc.vrow[j] = sc.vbase[j] + g * keys.v_group;
       }
-      const float c = std::exp(mo - mn);
-      const float sum = kern.exp_sum(row, sc.cnt[a], mn);
-      sc.l[i] = sc.l[i] * c + sum;
-      sc.m[i] = mn;
-      sc.corr[a] = c;
+      int na = 0;
+      for (int i = sc.runs[r]; i < sc.runs[r + 1]; ++i) {
+        const int64_t seen = std::min(queries[i].n_keys, keys.n) - j0;
+        if (seen <= 0) continue;
+        sc.active[na] = i;
+        sc.cnt[na] = static_cast<int>(std::min<int64_t>(nb, seen));
+        sc.qa[na] = queries[i].q;
+        sc.oa[na] = queries[i].out;
+        ++na;
+      }
+      if (na == 0) continue;
+      float* s = sc.s.data();
+      kern.scores(sc.qa.data(), na, sc.krow.data(), nb, Dqk, scale, s, kKeyBlock, sc.pf.data(),
+                  npf, pf_bytes);
+      for (int a = 0; a < na; ++a) {
+        const int i = sc.active[a];
+        float* row = s + static_cast<size_t>(a) * kKeyBlock;
+        const float bm = kern.row_max(row, sc.cnt[a]);
+        const float mo = sc.m[i];
+        // NaN is sticky: once a logit is NaN the query's output and lse are NaN.
+        const float mn = (std::isnan(mo) || std::isnan(bm)) ? kNaN : std::max(mo, bm);
+        if (mn == kNegInf) {  // every logit is -inf: no weight at all
+          sc.cnt[a] = 0;
+          sc.corr[a] = 1.0f;
+          continue;
+        }
+        const float c = std::exp(mo - mn);
+        const float sum = kern.exp_sum(row, sc.cnt[a], mn);
+        sc.l[i] = sc.l[i] * c + sum;
+        sc.m[i] = mn;
+        sc.corr[a] = c;
+      }
+      kern.rescale(sc.oa.data(), na, sc.corr.data(), Dv);
+      kern.pv(sc.oa.data(), na, s, kKeyBlock, sc.cnt.data(), sc.vrow.data(), Dv);
     }
-    kern.rescale(sc.oa.data(), na, sc.corr.data(), Dv);
-    kern.pv(sc.oa.data(), na, s, kKeyBlock, sc.cnt.data(), sc.vrow.data(), Dv);
   }
 
   for (int i = 0; i < nq; ++i) {
@@ -424,12 +489,13 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
   }
 }
 
-int head_part_size(int64_t units, int heads) {
+int head_part_size(int64_t units, int heads, int group) {
   const int64_t threads = num_threads();
   if (units >= threads || heads <= 4) return heads;
   const int64_t parts = (threads + units - 1) / units;
   int size = static_cast<int>((heads + parts - 1) / parts);
-  size = (size + 3) / 4 * 4;
+  const int step = size >= group ? group : 4;
+  size = (size + step - 1) / step * step;
   return std::min(size, heads);
 }
 

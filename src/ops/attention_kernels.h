@@ -23,12 +23,17 @@ struct AttnQuery {
   float* out = nullptr;      // [Dv], fully written
   float* lse = nullptr;      // [1] nullable
   int64_t n_keys = 0;        // the query sees list entries [0, n_keys)
+  int group = 0;             // KV group (see AttnKeys); equal groups must be consecutive
 };
 
+// Token s, group g: key at k + s * k_stride + g * k_group ([Dqk]), value at
+// v + s * v_stride + g * v_group ([Dv]). All groups of a token row are gathered together, so
+// the row is fetched once (pages and prefetch streams shared) for every group of the tile.
 struct AttnKeys {
-  const float* k = nullptr;         // key of token s at k + s * k_stride, [Dqk] each
-  const float* v = nullptr;         // value of token s at v + s * v_stride, [Dv] each
+  const float* k = nullptr;
+  const float* v = nullptr;
   int64_t k_stride = 0, v_stride = 0;
+  int64_t k_group = 0, v_group = 0;
   const int32_t* tokens = nullptr;  // [n] nullable: list entry j is token tokens[j], else j
   int64_t n = 0;                    // list length
 };
@@ -39,8 +44,9 @@ struct AttnKeys {
 void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk, int Dv,
                  float scale);
 
-// How many parts to cut each of `units` work items (of `heads` queries each) into so that
-// every thread has work; parts keep at least 4 heads. Returns the part size in heads.
-int head_part_size(int64_t units, int heads);
+// Part size (in heads) to cut each of `units` work items of `heads` query heads into so that
+// every thread has work: whole KV groups of `group` heads when a part holds at least one,
+// else a multiple of 4 heads. Returns `heads` when the units alone keep the threads busy.
+int head_part_size(int64_t units, int heads, int group);
 
 }  // namespace indexshare::ops::detail

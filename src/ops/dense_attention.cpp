@@ -37,52 +37,57 @@ void validate(const DenseAttentionParams& p) {
 void dense_attention(const DenseAttentionParams& p) {
   validate(p);
   if (p.T == 0) return;
-  const int heads = p.H / p.H_kv;
+  const int group = p.H / p.H_kv;
   const int64_t threads = num_threads();
-  // Several rows share each pass over the keys (about 16 queries per tile), fewer when that
-  // would leave threads idle. Tiling never changes a query's result (attention_kernels.h).
-  int64_t rows = std::clamp<int64_t>(16 / heads, 1, 16);
-  while (rows > 1 && (p.T + rows - 1) / rows * p.H_kv < 2 * threads) rows = (rows + 1) / 2;
+  // A unit is a tile of rows and a range of heads (all KV groups by default, so each key row
+  // is fetched once for all of them). Several rows share each pass over the keys (about 16
+  // queries per group), fewer when that would leave threads idle. Tiling never changes a
+  // query's result (attention_kernels.h).
+  int64_t rows = std::clamp<int64_t>(16 / group, 1, 16);
+  while (rows > 1 && (p.T + rows - 1) / rows < 2 * threads) rows = (rows + 1) / 2;
   const int64_t tiles = (p.T + rows - 1) / rows;
-  const int part = detail::head_part_size(tiles * p.H_kv, heads);
-  const int parts = (heads + part - 1) / part;
-  const int64_t per_tile = int64_t{p.H_kv} * parts;
+  const int part = detail::head_part_size(tiles, p.H, group);
+  const int parts = (p.H + part - 1) / part;
 
-  parallel_for(tiles * per_tile, 1, [&](int64_t u0, int64_t u1) {
+  parallel_for(tiles * parts, 1, [&](int64_t u0, int64_t u1) {
     std::vector<detail::AttnQuery> queries;
     for (int64_t u = u0; u < u1; ++u) {
       // Causal rows grow in cost; alternate short and long tiles so that the contiguous
       // ranges handed to the threads carry similar work.
-      const int64_t x = u / per_tile;
+      const int64_t x = u / parts;
       const int64_t tile = (x % 2 == 0) ? x / 2 : tiles - 1 - x / 2;
-      const int g = static_cast<int>((u / parts) % p.H_kv);
-      const int part_index = static_cast<int>(u % parts);
-      const int h0 = g * heads + part_index * part;
-      const int h1 = std::min(g * heads + heads, h0 + part);
+      const int h0 = static_cast<int>(u % parts) * part;
+      const int h1 = std::min(p.H, h0 + part);
       const int64_t t0 = tile * rows;
       const int64_t t1 = std::min(p.T, t0 + rows);
       queries.clear();
       int64_t n_max = 0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n_keys = std::min(p.L, p.q_start + t + 1);
-        n_max = std::max(n_max, n_keys);
-        for (int h = h0; h < h1; ++h) {
-          const int64_t th = t * p.H + h;
-          detail::AttnQuery aq;
-          aq.q = p.q + th * p.Dk;
-          aq.out = p.out + th * p.Dv;
-          aq.lse = p.lse ? p.lse + th : nullptr;
-          aq.n_keys = n_keys;
-          queries.push_back(aq);
+      // Group-major order: the queries of one KV group are consecutive.
+      for (int g = h0 / group; g * group < h1; ++g) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t n_keys = std::min(p.L, p.q_start + t + 1);
+          n_max = std::max(n_max, n_keys);
+          for (int h = std::max(h0, g * group); h < std::min(h1, (g + 1) * group); ++h) {
+            const int64_t th = t * p.H + h;
+            detail::AttnQuery aq;
+            aq.q = p.q + th * p.Dk;
+            aq.out = p.out + th * p.Dv;
+            aq.lse = p.lse ? p.lse + th : nullptr;
+            aq.n_keys = n_keys;
+            aq.group = g;
+            queries.push_back(aq);
+          }
         }
       }
       detail::AttnKeys keys;
       if (n_max > 0) {
-        keys.k = p.k + int64_t{g} * p.Dk;
-        keys.v = p.v + int64_t{g} * p.Dv;
+        keys.k = p.k;
+        keys.v = p.v;
       }
       keys.k_stride = int64_t{p.H_kv} * p.Dk;
       keys.v_stride = int64_t{p.H_kv} * p.Dv;
+      keys.k_group = p.Dk;
+      keys.v_group = p.Dv;
       keys.n = n_max;
       detail::attend_tile(queries.data(), static_cast<int>(queries.size()), keys, p.Dk, p.Dv,
                           p.scale);

@@ -61,32 +61,31 @@ struct SparseJob {
   int64_t T;
   int H, groups, Dqk, Dv, K;
   float scale;
-  const float* k;  // key of token s, group g: k + s * k_stride + g * k_group
-  const float* v;  // value likewise
+  const float* k;  // [L, groups, Dqk] key of token s, group g: k + s * k_stride + g * k_group
+  const float* v;  // [L, groups, Dv] value likewise (the latent itself for MLA)
   int64_t k_stride, v_stride, k_group, v_group;
 };
 
 void run_sparse(const SparseJob& job) {
   if (job.T == 0) return;
-  const int heads = job.H / job.groups;
-  const int part = detail::head_part_size(job.T * job.groups, heads);
-  const int parts = (heads + part - 1) / part;
-  const int64_t units = job.T * job.groups * parts;
-  parallel_for(units, 1, [&](int64_t u0, int64_t u1) {
+  const int group = job.H / job.groups;
+  // A unit is a row and a range of its heads (all KV groups by default: each gathered token
+  // row is then read once for all of them).
+  const int part = detail::head_part_size(job.T, job.H, group);
+  const int parts = (job.H + part - 1) / part;
+  parallel_for(job.T * parts, 1, [&](int64_t u0, int64_t u1) {
     std::vector<int32_t> tokens;
     std::vector<detail::AttnQuery> queries;
     int64_t row_loaded = -1;
     int n_valid = 0;
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t t = u / (job.groups * parts);
-      const int g = static_cast<int>((u / parts) % job.groups);
-      const int p = static_cast<int>(u % parts);
+      const int64_t t = u / parts;
       if (t != row_loaded) {
         n_valid = job.K > 0 ? compact_row(job.indices + t * job.K, job.K, tokens) : 0;
         row_loaded = t;
       }
-      const int h0 = g * heads + p * part;
-      const int h1 = std::min(g * heads + heads, h0 + part);
+      const int h0 = static_cast<int>(u % parts) * part;
+      const int h1 = std::min(job.H, h0 + part);
       queries.resize(static_cast<size_t>(h1 - h0));
       for (int h = h0; h < h1; ++h) {
         const int64_t th = t * job.H + h;
@@ -95,14 +94,17 @@ void run_sparse(const SparseJob& job) {
         aq.out = job.out + th * job.Dv;
         aq.lse = job.lse ? job.lse + th : nullptr;
         aq.n_keys = n_valid;
+        aq.group = h / group;
       }
       detail::AttnKeys keys;
       if (n_valid > 0) {  // k and v may be null when no slot is valid
-        keys.k = job.k + g * job.k_group;
-        keys.v = job.v + g * job.v_group;
+        keys.k = job.k;
+        keys.v = job.v;
       }
       keys.k_stride = job.k_stride;
       keys.v_stride = job.v_stride;
+      keys.k_group = job.k_group;
+      keys.v_group = job.v_group;
       keys.tokens = tokens.data();
       keys.n = n_valid;
       detail::attend_tile(queries.data(), h1 - h0, keys, job.Dqk, job.Dv, job.scale);

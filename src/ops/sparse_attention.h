@@ -9,7 +9,7 @@
 // o = 0 and lse = -inf. Causality is the caller's business (the indices encode it).
 //
 // Duplicates: every valid slot is one term, so an index that appears twice in a row weighs
-// twice (as in FlashMLA and the other production kernels; top-k never emits duplicates).
+// twice (what a kernel that attends slot by slot does; top-k never emits duplicates).
 // Only the cache rows named by valid slots are read.
 //
 // Numerics: fp32 with a max-subtracted online softmax (no overflow at any logit scale). A NaN

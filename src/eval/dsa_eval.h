@@ -1,0 +1,58 @@
+// One row of `indexshare eval`: perplexity and the DSA measures of one attention mode on a
+// Llama model (dense, oracle top-k, learned indexers under a sharing schedule).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eval/perplexity.h"
+#include "model/llama_dsa.h"
+
+namespace indexshare::eval {
+
+struct ModeSpec {
+  std::string name;
+  bool dense = false;                       // true: no DSA at all
+  model::DsaSelection selection = model::DsaSelection::kIndexer;
+  std::optional<share::Schedule> schedule;  // DSA only
+  const model::IndexerSet* indexers = nullptr;
+};
+
+struct ModeResult {
+  std::string name, pattern;
+  double ppl = 0.0, mean_nll = 0.0;
+  double recall = 0.0;          // mean over layers and measured rows (NaN for dense)
+  double overlap = 0.0;         // mean over S layers of |reused ∩ own| / |own| (NaN when none)
+  std::vector<double> layer_recall, layer_overlap;
+  int64_t indexer_calls = 0;    // per window (one forward)
+  int64_t reused = 0;           // per window
+  int num_full = 0;
+  double indexer_flops = 0.0;   // per token
+  double attention_flops = 0.0; // per token: QK^T and PV over the attended keys
+  double total_flops = 0.0;     // per token: matmuls + attention + indexer
+  double seconds = 0.0;         // wall time of the windows
+  double select_seconds = 0.0;  // of which in top-k selection
+  std::vector<std::vector<std::vector<int32_t>>> recorded;  // when asked for
+};
+
+struct EvalSettings {
+  PerplexityOptions ppl;
+  int topk = 0;
+  const model::IndexerSet* own_indexers = nullptr;  // for S-layer overlap
+  int64_t measure_stride = 16;
+  int64_t record_stride = 0;
+};
+
+ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens, const ModeSpec& spec,
+                    const EvalSettings& s);
+
+// Matmul FLOPs per token of a Llama forward (2 per multiply-add; LM head included).
+double llama_matmul_flops_per_token(const model::LlamaConfig& c);
+
+// Mean Jaccard similarity of the recorded sets of every pair of layers: [N, N] row-major.
+std::vector<double> jaccard_matrix(const std::vector<std::vector<std::vector<int32_t>>>& recorded);
+
+}  // namespace indexshare::eval

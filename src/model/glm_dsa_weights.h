@@ -1,0 +1,89 @@
+// Weights of a GLM-MoE-DSA / DeepSeek-V3.2 model, held in fp32, and their loading from a
+// WeightSource (the Hugging Face tensor names; src/io adapts safetensors to it).
+//
+// Loading rules:
+//  - every tensor the config needs must exist with the expected shape, else Error naming the
+//    tensor (and both shapes);
+//  - F layers need their indexer (wq_b, wk, k_norm weight + bias, weights_proj); S layers have
+//    none: indexer tensors present for an S layer are not loaded, with a warning;
+//  - routed experts are read per expert (mlp.experts.<e>.{gate,up,down}_proj.weight), or from
+//    the fused 3-D tensors mlp.experts.gate_up_proj [E, 2I, D] / down_proj [E, D, I];
+//  - tensors of layers >= num_hidden_layers (the MTP / nextn layer) and any other tensor not
+//    used are reported as warnings, never loaded.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/glm_dsa_config.h"
+
+namespace indexshare::model {
+
+// Read access to named tensors (implemented in src/io for safetensors; tests may use others).
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual std::string label() const = 0;  // names the source in messages (a path)
+  virtual bool has(const std::string& name) const = 0;
+  virtual std::vector<int64_t> shape(const std::string& name) const = 0;  // Error if absent
+  virtual std::vector<float> read_f32(const std::string& name) const = 0;  // Error if absent
+  virtual std::vector<std::string> names() const = 0;
+};
+
+// y = x W^T + b with W [out, in] row-major (the Hugging Face nn.Linear layout).
+struct Linear {
+  int64_t out = 0, in = 0;
+  std::vector<float> w;  // [out, in]
+  std::vector<float> b;  // [out], empty = no bias
+};
+
+// y[T, out] = x[T, in] W^T (+ b), through ops::quant_matmul: a row's result does not depend on
+// T or on the thread count (decode == prefill bitwise).
+void linear(const Linear& l, const float* x, int64_t T, float* y);
+
+// down(silu(gate x) * up x)
+struct MlpWeights {
+  Linear gate, up, down;
+};
+
+struct IndexerWeights {
+  Linear wq_b;                    // [H_I * D_I, q_lora]
+  Linear wk;                      // [D_I, hidden]
+  std::vector<float> k_norm_w;    // [D_I]
+  std::vector<float> k_norm_b;    // [D_I]
+  Linear weights_proj;            // [H_I, hidden], applied in fp32
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm, post_norm;  // [hidden]
+  Linear q_a;                                // [q_lora, hidden]
+  std::vector<float> q_a_norm;               // [q_lora]
+  Linear q_b;                                // [H * (nope + rope), q_lora]
+  Linear kv_a;                               // [kv_lora + rope, hidden]
+  std::vector<float> kv_a_norm;              // [kv_lora]
+  Linear kv_b;                               // [H * (nope + v), kv_lora]
+  Linear o;                                  // [hidden, H * v]
+  bool has_indexer = false;                  // F layers only
+  IndexerWeights indexer;
+  bool moe = false;
+  MlpWeights mlp;                            // dense layers
+  Linear router;                             // [E, hidden]
+  std::vector<float> router_bias;            // [E] e_score_correction_bias (selection only)
+  std::vector<MlpWeights> experts;           // [E]
+  bool has_shared = false;
+  MlpWeights shared;                         // width n_shared * moe_intermediate_size
+};
+
+struct GlmDsaWeights {
+  std::vector<float> embed;  // [vocab, hidden]
+  std::vector<LayerWeights> layers;
+  std::vector<float> final_norm;  // [hidden]
+  Linear lm_head;                 // [vocab, hidden] (a copy of embed when tied)
+};
+
+// Loads everything `c` needs; appends one message per warning to `warnings` (nullable).
+GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& src,
+                                   std::vector<std::string>* warnings);
+
+}  // namespace indexshare::model

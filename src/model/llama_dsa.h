@@ -1,0 +1,100 @@
+// DSA and IndexShare on a Llama-family model: an AttentionBackend that replaces each layer's
+// dense attention by sparse attention over a per-row top-k set.
+//
+// Per forward call (T new rows at positions [pos0, pos0 + T)):
+//   F layer: selects the top-k keys of every row into the ONE shared top-k buffer [T, k]:
+//            kIndexer — the layer's learned lightning indexer (q, w from the new rows, k appended
+//                       to the layer's indexer-K cache; F layers only), ops::indexer_topk;
+//            kOracle  — the layer's own true attention (head-averaged probabilities), exact top-k.
+//   S layer: runs no selection and holds no indexer weights or indexer-K cache; it reuses the
+//            buffer as the nearest F layer before it left it.
+//   every layer: ops::sparse_attention of its own q over its own K/V at the selected positions.
+// Once the context exceeds k this differs from dense attention; below it DSA is dense.
+//
+// Optional measurements (DsaOptions::measure): attention-mass recall of the selected set (the
+// share of the layer's true head-averaged attention that falls inside it) for every layer, and
+// for S layers the overlap of the reused set with what the layer's own indexer (from
+// `own_indexers`) would select.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "model/learned_indexer.h"
+#include "model/llama.h"
+#include "share/schedule.h"
+
+namespace indexshare::model {
+
+// Learned indexers for a model: one per layer that has one (F layers), nullopt elsewhere.
+struct IndexerSet {
+  LearnedIndexerConfig cfg;
+  std::vector<std::optional<LearnedIndexerWeights>> layers;
+  bool has(int layer) const {
+    return layer >= 0 && layer < static_cast<int>(layers.size()) && layers[static_cast<size_t>(layer)].has_value();
+  }
+};
+
+enum class DsaSelection { kIndexer, kOracle };
+
+struct DsaOptions {
+  int topk = 0;
+  share::Schedule schedule = share::Schedule::all_full(1);
+  DsaSelection selection = DsaSelection::kIndexer;
+  const IndexerSet* indexers = nullptr;      // kIndexer: must hold every F layer
+  const IndexerSet* own_indexers = nullptr;  // nullable: per-layer indexers for S-layer overlap
+  bool measure = false;                      // recall (+ overlap) statistics
+  int64_t measure_stride = 1;                // measure rows with position % stride == 0
+  int64_t record_stride = 0;                 // > 0: keep the sets of rows t % stride == 0
+  int64_t capacity = 0;                      // tokens per sequence (indexer-K cache size)
+};
+
+struct DsaLayerStats {
+  int64_t rows = 0;
+  double recall_sum = 0.0;   // sum over rows of the selected attention mass
+  int64_t overlap_rows = 0;
+  double overlap_sum = 0.0;  // sum over rows of |reused ∩ own| / |own|
+};
+
+struct DsaCounters {
+  int64_t indexer_calls = 0;   // F-layer selections
+  int64_t reused = 0;          // S-layer reuses
+  int64_t sparse_calls = 0;
+  double indexer_flops = 0.0;  // projections + scores of the lightning indexer
+  double select_seconds = 0.0; // time in selection (indexer + top-k, or oracle)
+  double attention_seconds = 0.0;
+};
+
+class LlamaDsaBackend : public AttentionBackend {
+ public:
+  LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt);
+  void begin_sequence() override;
+  bool attend(const AttentionCall& a) override;
+
+  const DsaCounters& counters() const { return counters_; }
+  const std::vector<DsaLayerStats>& layer_stats() const { return stats_; }
+  // Recorded sets: per layer, per recorded row, the sorted selected positions.
+  const std::vector<std::vector<std::vector<int32_t>>>& recorded() const { return recorded_; }
+  // Bytes of indexer state (indexer-K cache) held for a layer: 0 for S layers.
+  size_t indexer_state_bytes(int layer) const;
+  const DsaOptions& options() const { return opt_; }
+
+ private:
+  void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w, std::vector<float>& kcache,
+                           int32_t* out);
+  void select_oracle(const AttentionCall& a, int32_t* out);
+  void measure(const AttentionCall& a);
+
+  LlamaConfig mc_;
+  DsaOptions opt_;
+  std::vector<std::vector<float>> index_k_;  // per F layer: [capacity, D_I]
+  std::vector<int32_t> topk_, own_;          // [T, k]
+  int64_t topk_rows_ = 0, topk_pos0_ = -1;
+  std::vector<float> probs_;                 // [T, L] scratch for oracle / measure
+  DsaCounters counters_;
+  std::vector<DsaLayerStats> stats_;
+  std::vector<std::vector<std::vector<int32_t>>> recorded_;
+};
+
+}  // namespace indexshare::model

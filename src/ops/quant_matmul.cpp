@@ -1,0 +1,417 @@
+#include "ops/quant_matmul.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "ops/quant.h"
+
+namespace indexshare::ops {
+namespace {
+
+// Rows of x per weight-block decode in prefill, and rows of x kept hot in L2 at once.
+constexpr int kMr = 4;
+constexpr int64_t kMBlock = 64;
+
+// Everything a tile kernel needs; a and the scale arrays are the quantised activations.
+struct Ctx {
+  const uint8_t* w;     // [N, row_bytes]
+  int64_t row_bytes;
+  int64_t K, nb;        // nb = K / 32 for block types
+  const float* x;       // [M, ldx]
+  int64_t ldx;
+  float* y;             // [M, ldy]
+  int64_t ldy;
+  const BlockQ8_1* a1;  // [M, nb] (Q4_1 weights)
+  const BlockQ8_0* a0;  // [M, nb] (Q8_0 weights)
+  const float* ad;      // [M, ls] activation scales d as f32
+  const float* as;      // [M, ls] activation sums s as f32 (Q8_1), zero beyond nb
+  int64_t ls;           // row stride of ad / as: nb rounded up to a multiple of 8
+};
+
+template <class Block>
+const Block* wrow(const Ctx& c, int64_t n) {
+  return reinterpret_cast<const Block*>(c.w + n * c.row_bytes);
+}
+
+// ---- scalar kernels: one output at a time --------------------------------------------------
+
+float dot_q4_1_scalar(const Ctx& c, int64_t m, int64_t n) {
+  const BlockQ4_1* w = wrow<BlockQ4_1>(c, n);
+  const BlockQ8_1* a = c.a1 + m * c.nb;
+  const float* ad = c.ad + m * c.ls;
+  const float* as = c.as + m * c.ls;
+  float acc = 0.0f, summ = 0.0f;
+  for (int64_t b = 0; b < c.nb; ++b) {
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) {
+      sumi += (w[b].qs[j] & 0x0f) * a[b].qs[j] + (w[b].qs[j] >> 4) * a[b].qs[j + 16];
+    }
+    acc += static_cast<float>(sumi) * (f16_to_f32(w[b].d) * ad[b]);
+    summ += f16_to_f32(w[b].m) * as[b];
+  }
+  return acc + summ;
+}
+
+float dot_q8_0_scalar(const Ctx& c, int64_t m, int64_t n) {
+  const BlockQ8_0* w = wrow<BlockQ8_0>(c, n);
+  const BlockQ8_0* a = c.a0 + m * c.nb;
+  const float* ad = c.ad + m * c.ls;
+  float acc = 0.0f;
+  for (int64_t b = 0; b < c.nb; ++b) {
+    int sumi = 0;
+    for (int j = 0; j < kQK; ++j) sumi += w[b].qs[j] * a[b].qs[j];
+    acc += static_cast<float>(sumi) * (f16_to_f32(w[b].d) * ad[b]);
+  }
+  return acc;
+}
+
+template <GgmlType T>
+float load_scalar(const uint8_t* row, int64_t k) {
+  if constexpr (T == GgmlType::kF32) {
+    float v;
+    std::memcpy(&v, row + 4 * k, 4);
+    return v;
+  } else {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * k, 2);
+    return T == GgmlType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
+}
+
+template <GgmlType T>
+float dot_float_scalar(const Ctx& c, int64_t m, int64_t n) {
+  const uint8_t* w = c.w + n * c.row_bytes;
+  const float* x = c.x + m * c.ldx;
+  float acc = 0.0f;
+  for (int64_t k = 0; k < c.K; ++k) acc += load_scalar<T>(w, k) * x[k];
+  return acc;
+}
+
+template <float (*Dot)(const Ctx&, int64_t, int64_t)>
+struct Scalar {
+  template <int MR, int NR>
+  static void tile(const Ctx& c, int64_t m, int64_t n) {
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) c.y[(m + i) * c.ldy + n + r] = Dot(c, m + i, n + r);
+    }
+  }
+};
+
+// ---- AVX2 kernels: an MR x NR tile of outputs ----------------------------------------------
+
+#define IS_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+IS_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Σ over 32 lanes of u8 * s8, as 8 int32 lanes (no saturation: |u| <= 128, |s| <= 127).
+IS_AVX2 inline __m256 dot_u8s8(__m256i u, __m256i s) {
+  const __m256i p16 = _mm256_maddubs_epi16(u, s);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// Blocks per chunk of the Q4_1 kernel: the m * s terms of a chunk are summed as one 8-wide
+// dot product after it (keeping them out of the registers the main loop needs).
+constexpr int kChunk = 32;
+
+struct Q41Avx2 {
+  template <int MR, int NR>
+  IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
+    const BlockQ4_1* w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = wrow<BlockQ4_1>(c, n + r);
+    __m256 acc[MR][NR];
+    float summ[MR][NR];
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) {
+        acc[i][r] = _mm256_setzero_ps();
+        summ[i][r] = 0.0f;
+      }
+    }
+    alignas(32) float mws[NR][kChunk];
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    for (int64_t b0 = 0; b0 < c.nb; b0 += kChunk) {
+      const int len = static_cast<int>(std::min<int64_t>(kChunk, c.nb - b0));
+      for (int j = 0; j < len; ++j) {
+        const int64_t b = b0 + j;
+        __m256i wq[NR];
+        float dw[NR];
+        for (int r = 0; r < NR; ++r) {
+          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
+          // Element order: low nibbles are elements 0..15, high nibbles 16..31.
+          wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+          dw[r] = _cvtsh_ss(w[r][b].d);
+          mws[r][j] = _cvtsh_ss(w[r][b].m);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const int64_t ab = (m + i) * c.nb + b;
+          const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
+          const float da = c.ad[(m + i) * c.ls + b];
+          for (int r = 0; r < NR; ++r) {
+            acc[i][r] = _mm256_fmadd_ps(dot_u8s8(wq[r], aq), _mm256_set1_ps(dw[r] * da), acc[i][r]);
+          }
+        }
+      }
+      // Σ_j m_w[j] s_a[j] over the chunk; both are zero past its end (s_a by padding).
+      const int len8 = (len + 7) / 8 * 8;
+      for (int r = 0; r < NR; ++r) {
+        for (int j = len; j < len8; ++j) mws[r][j] = 0.0f;
+      }
+      for (int i = 0; i < MR; ++i) {
+        const float* sa = c.as + (m + i) * c.ls + b0;
+        for (int r = 0; r < NR; ++r) {
+          __m256 v = _mm256_setzero_ps();
+          for (int j = 0; j < len8; j += 8) v = _mm256_fmadd_ps(_mm256_load_ps(&mws[r][j]), _mm256_loadu_ps(sa + j), v);
+          summ[i][r] += hsum(v);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) c.y[(m + i) * c.ldy + n + r] = hsum(acc[i][r]) + summ[i][r];
+    }
+  }
+};
+
+struct Q80Avx2 {
+  template <int MR, int NR>
+  IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
+    const BlockQ8_0* w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = wrow<BlockQ8_0>(c, n + r);
+    __m256 acc[MR][NR];
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < c.nb; ++b) {
+      __m256i wq[NR], wabs[NR];
+      float dw[NR];
+      for (int r = 0; r < NR; ++r) {
+        wq[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r][b].qs));
+        wabs[r] = _mm256_sign_epi8(wq[r], wq[r]);  // |w| as u8 (-128 -> 128)
+        dw[r] = _cvtsh_ss(w[r][b].d);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const int64_t ab = (m + i) * c.nb + b;
+        const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a0[ab].qs));
+        const float da = c.ad[(m + i) * c.ls + b];
+        for (int r = 0; r < NR; ++r) {
+          // |w| * (a with w's sign) = w * a; activations lie in [-127, 127].
+          const __m256 p = dot_u8s8(wabs[r], _mm256_sign_epi8(aq, wq[r]));
+          acc[i][r] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw[r] * da), acc[i][r]);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) c.y[(m + i) * c.ldy + n + r] = hsum(acc[i][r]);
+    }
+  }
+};
+
+template <GgmlType T>
+IS_AVX2 inline __m256 load8(const uint8_t* row, int64_t k) {
+  if constexpr (T == GgmlType::kF32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k));
+    if constexpr (T == GgmlType::kF16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <GgmlType T>
+struct FloatAvx2 {
+  template <int MR, int NR>
+  IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
+    const uint8_t* w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = c.w + (n + r) * c.row_bytes;
+    const float* x[MR];
+    for (int i = 0; i < MR; ++i) x[i] = c.x + (m + i) * c.ldx;
+    __m256 acc[MR][NR];
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    }
+    const int64_t k8 = c.K / 8 * 8;
+    for (int64_t k = 0; k < k8; k += 8) {
+      __m256 wv[NR];
+      for (int r = 0; r < NR; ++r) wv[r] = load8<T>(w[r], k);
+      for (int i = 0; i < MR; ++i) {
+        const __m256 xv = _mm256_loadu_ps(x[i] + k);
+        for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_fmadd_ps(wv[r], xv, acc[i][r]);
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) {
+        float tail = 0.0f;
+        for (int64_t k = k8; k < c.K; ++k) tail = std::fma(load_scalar<T>(w[r], k), x[i][k], tail);
+        c.y[(m + i) * c.ldy + n + r] = hsum(acc[i][r]) + tail;
+      }
+    }
+  }
+};
+
+#undef IS_AVX2
+
+// ---- driver --------------------------------------------------------------------------------
+
+// Covers outputs [n0, n1) of every row. The tile shape never changes an output's arithmetic.
+template <class Kern>
+void run_columns(const Ctx& c, int64_t M, int64_t n0, int64_t n1) {
+  if (M == 1) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) Kern::template tile<1, 4>(c, 0, n);
+    for (; n < n1; ++n) Kern::template tile<1, 1>(c, 0, n);
+    return;
+  }
+  for (int64_t m0 = 0; m0 < M; m0 += kMBlock) {
+    const int64_t m1 = std::min(M, m0 + kMBlock);
+    int64_t n = n0;
+    for (; n + 2 <= n1; n += 2) {
+      int64_t m = m0;
+      for (; m + kMr <= m1; m += kMr) Kern::template tile<kMr, 2>(c, m, n);
+      for (; m < m1; ++m) Kern::template tile<1, 2>(c, m, n);
+    }
+    for (; n < n1; ++n) {
+      int64_t m = m0;
+      for (; m + kMr <= m1; m += kMr) Kern::template tile<kMr, 1>(c, m, n);
+      for (; m < m1; ++m) Kern::template tile<1, 1>(c, m, n);
+    }
+  }
+}
+
+template <class Kern>
+void run(const Ctx& c, int64_t M, int64_t N) {
+  // At least 16 outputs per thread, and enough work per part to pay for a wake-up.
+  const int64_t grain = std::max<int64_t>(16, 4096 / std::max<int64_t>(1, M * c.nb));
+  parallel_for(N, grain, [&](int64_t n0, int64_t n1) { run_columns<Kern>(c, M, n0, n1); });
+}
+
+bool is_float_type(GgmlType t) {
+  return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
+}
+
+// Per-thread scratch for the quantised activations (grows, never shrinks).
+struct Scratch {
+  std::vector<BlockQ8_1> a1;
+  std::vector<BlockQ8_0> a0;
+  std::vector<float> ad, as;
+};
+thread_local Scratch t_scratch;
+
+}  // namespace
+
+GgmlType quant_matmul_activation_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_1: return GgmlType::kQ8_1;
+    case GgmlType::kQ8_0: return GgmlType::kQ8_0;
+    case GgmlType::kF32: case GgmlType::kF16: case GgmlType::kBF16: return GgmlType::kF32;
+    default: break;
+  }
+  fail("quant_matmul: weight type ", ggml_type_name(type), " (id ", static_cast<uint32_t>(type),
+       ") is not supported (f32, f16, bf16, q4_1, q8_0)");
+}
+
+void quant_matmul(const QMatmulParams& p) {
+  const GgmlType act = quant_matmul_activation_type(p.type);  // validates the type
+  IS_CHECK(p.M >= 0, "quant_matmul: M = ", p.M, " is negative");
+  IS_CHECK(p.N >= 0, "quant_matmul: N = ", p.N, " is negative");
+  IS_CHECK(p.K >= 0, "quant_matmul: K = ", p.K, " is negative");
+  const auto traits = ggml_type_traits(static_cast<uint32_t>(p.type));
+  IS_CHECK(p.K % traits->block_size == 0, "quant_matmul: K = ", p.K, " is not a multiple of ",
+           traits->block_size, " (the ", traits->name, " block size)");
+  const int64_t ldx = p.ldx == 0 ? p.K : p.ldx;
+  const int64_t ldy = p.ldy == 0 ? p.N : p.ldy;
+  IS_CHECK(ldx >= p.K, "quant_matmul: ldx = ", ldx, " is less than K = ", p.K);
+  IS_CHECK(ldy >= p.N, "quant_matmul: ldy = ", ldy, " is less than N = ", p.N);
+  if (p.M == 0 || p.N == 0) return;
+  IS_CHECK(p.y != nullptr, "quant_matmul: y is null");
+  IS_CHECK(reinterpret_cast<uintptr_t>(p.y) % 4 == 0, "quant_matmul: y is not 4-byte aligned");
+  if (p.K == 0) {
+    for (int64_t m = 0; m < p.M; ++m) std::fill_n(p.y + m * ldy, p.N, 0.0f);
+    return;
+  }
+  IS_CHECK(p.w != nullptr, "quant_matmul: w is null");
+  IS_CHECK(p.x != nullptr, "quant_matmul: x is null");
+  const size_t w_align = p.type == GgmlType::kF32 ? 4 : 2;
+  IS_CHECK(reinterpret_cast<uintptr_t>(p.w) % w_align == 0, "quant_matmul: w is not ", w_align,
+           "-byte aligned");
+  IS_CHECK(reinterpret_cast<uintptr_t>(p.x) % 4 == 0, "quant_matmul: x is not 4-byte aligned");
+
+  Ctx c{};
+  c.w = static_cast<const uint8_t*>(p.w);
+  c.row_bytes = ggml_row_bytes(p.type, p.K);
+  c.K = p.K;
+  c.nb = p.K / kQK;
+  c.x = p.x;
+  c.ldx = ldx;
+  c.y = p.y;
+  c.ldy = ldy;
+  const bool simd = use_avx2();
+
+  if (is_float_type(p.type)) {
+    switch (p.type) {
+      case GgmlType::kF32:
+        return simd ? run<FloatAvx2<GgmlType::kF32>>(c, p.M, p.N)
+                    : run<Scalar<dot_float_scalar<GgmlType::kF32>>>(c, p.M, p.N);
+      case GgmlType::kF16:
+        return simd ? run<FloatAvx2<GgmlType::kF16>>(c, p.M, p.N)
+                    : run<Scalar<dot_float_scalar<GgmlType::kF16>>>(c, p.M, p.N);
+      default:
+        return simd ? run<FloatAvx2<GgmlType::kBF16>>(c, p.M, p.N)
+                    : run<Scalar<dot_float_scalar<GgmlType::kBF16>>>(c, p.M, p.N);
+    }
+  }
+
+  // Quantise the activations (rows are independent).
+  Scratch& s = t_scratch;
+  const size_t total = static_cast<size_t>(p.M * c.nb);
+  c.ls = (c.nb + 7) / 8 * 8;
+  const size_t scales = static_cast<size_t>(p.M * c.ls);
+  if (s.ad.size() < scales) {
+    s.ad.resize(scales);
+    s.as.resize(scales);
+  }
+  if (act == GgmlType::kQ8_1) {
+    if (s.a1.size() < total) s.a1.resize(total);
+    BlockQ8_1* a1 = s.a1.data();
+    float* ad = s.ad.data();
+    float* as = s.as.data();
+    parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K), [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        quantize_row_q8_1(p.x + m * ldx, a1 + m * c.nb, p.K);
+        for (int64_t b = 0; b < c.ls; ++b) {
+          const bool in = b < c.nb;
+          ad[m * c.ls + b] = in ? f16_to_f32(a1[m * c.nb + b].d) : 0.0f;
+          as[m * c.ls + b] = in ? f16_to_f32(a1[m * c.nb + b].s) : 0.0f;
+        }
+      }
+    });
+    c.a1 = a1;
+    c.ad = ad;
+    c.as = as;
+    return simd ? run<Q41Avx2>(c, p.M, p.N) : run<Scalar<dot_q4_1_scalar>>(c, p.M, p.N);
+  }
+  if (s.a0.size() < total) s.a0.resize(total);
+  BlockQ8_0* a0 = s.a0.data();
+  float* ad = s.ad.data();
+  parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      quantize_row_q8_0(p.x + m * ldx, a0 + m * c.nb, p.K);
+      for (int64_t b = 0; b < c.nb; ++b) ad[m * c.ls + b] = f16_to_f32(a0[m * c.nb + b].d);
+    }
+  });
+  c.a0 = a0;
+  c.ad = ad;
+  return simd ? run<Q80Avx2>(c, p.M, p.N) : run<Scalar<dot_q8_0_scalar>>(c, p.M, p.N);
+}
+
+}  // namespace indexshare::ops

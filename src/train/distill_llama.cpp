@@ -1,0 +1,128 @@
+#include "train/distill_llama.h"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/error.h"
+#include "ops/attention_probs.h"
+#include "train/indexer_distill.h"
+
+namespace indexshare::train {
+namespace {
+
+class CaptureBackend : public model::AttentionBackend {
+ public:
+  CaptureBackend(const model::LlamaConfig& c, LayerCapture& out) : c_(c), out_(out) {
+    out_.x.assign(static_cast<size_t>(c.n_layers), {});
+    out_.P.assign(static_cast<size_t>(c.n_layers), {});
+  }
+  bool attend(const model::AttentionCall& a) override {
+    IS_CHECK(a.pos0 == 0 && a.T == a.L, "capture: expects one prefill from position 0");
+    auto& x = out_.x[static_cast<size_t>(a.layer)];
+    x.assign(a.x_norm, a.x_norm + a.T * c_.d_model);
+    auto& P = out_.P[static_cast<size_t>(a.layer)];
+    P.resize(static_cast<size_t>(a.T * a.T));
+    ops::attention_probs({.q = a.q, .k = a.k, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
+                          .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data()});
+    return false;  // the model runs dense attention itself
+  }
+
+ private:
+  const model::LlamaConfig& c_;
+  LayerCapture& out_;
+};
+
+}  // namespace
+
+LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids) {
+  LayerCapture cap;
+  CaptureBackend be(m.config(), cap);
+  model::KvCache cache;
+  cache.reset(m.config(), static_cast<int64_t>(ids.size()));
+  m.forward(ids.data(), static_cast<int64_t>(ids.size()), cache, nullptr, false, &be);
+  return cap;
+}
+
+model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const int32_t> tokens,
+                                   const DistillOptions& o, DistillReport* report) {
+  const auto& c = m.config();
+  const int N = c.n_layers;
+  IS_CHECK(o.seq_len >= 2 && o.sequences >= 1 && o.epochs >= 1 && o.steps_per_sequence >= 1,
+           "distill: seq_len >= 2, sequences, epochs and steps must be >= 1");
+  IS_CHECK(o.seq_len <= c.context_length, "distill: --seq-len ", o.seq_len, " exceeds the model's context ", c.context_length);
+  const int64_t need = o.seq_len * o.sequences;
+  IS_CHECK(static_cast<int64_t>(tokens.size()) >= need, "distill: the corpus has ", tokens.size(), " tokens; ",
+           o.sequences, " sequences of ", o.seq_len, " need ", need);
+  if (o.training_aware) {
+    IS_CHECK(o.training_aware->num_layers() == N, "distill: the pattern has ", o.training_aware->num_layers(),
+             " layers but the model has ", N);
+  }
+  model::IndexerSet set;
+  set.cfg = {c.d_model, o.heads, o.head_dim, o.rope_dim, c.rope_theta};
+  set.cfg.validate();
+  std::mt19937_64 rng(o.seed);
+  const float std_in = 1.0f / std::sqrt(static_cast<float>(c.d_model));
+  std::normal_distribution<float> nd(0.0f, std_in);
+  std::vector<int> trained;
+  std::vector<std::vector<int>> serves(static_cast<size_t>(N));
+  for (int l = 0; l < N; ++l) {
+    const bool has = !o.training_aware || o.training_aware->is_full(l);
+    if (!has) {
+      set.layers.emplace_back();
+      serves[static_cast<size_t>(o.training_aware->source(l))].push_back(l);
+      continue;
+    }
+    auto w = model::LearnedIndexerWeights::zeros(set.cfg);
+    for (auto* v : {&w.wq, &w.wk, &w.ww})
+      for (auto& e : *v) e = nd(rng);
+    set.layers.emplace_back(std::move(w));
+    trained.push_back(l);
+    serves[static_cast<size_t>(l)].push_back(l);
+  }
+  std::vector<Adam> opt(static_cast<size_t>(N));
+  for (auto& a : opt) a.lr = o.lr;
+  std::vector<double> first(static_cast<size_t>(N), std::numeric_limits<double>::quiet_NaN()), last = first;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t total = static_cast<int64_t>(o.epochs) * o.sequences * o.steps_per_sequence;
+  int64_t done = 0;
+  IndexerGrads g;
+  std::vector<float> target;
+  for (int ep = 0; ep < o.epochs; ++ep) {
+    for (int s = 0; s < o.sequences; ++s) {
+      const LayerCapture cap = capture_layers(m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)));
+      for (int step = 0; step < o.steps_per_sequence; ++step) {
+        double mean = 0.0;
+        for (int l : trained) {
+          const auto& src = serves[static_cast<size_t>(l)];
+          const float* tp = cap.P[static_cast<size_t>(l)].data();
+          if (src.size() > 1) {  // multi-layer target: the mean of the served layers' P
+            target.assign(cap.P[static_cast<size_t>(l)].size(), 0.0f);
+            const float inv = 1.0f / static_cast<float>(src.size());
+            for (int j : src)
+              for (size_t i = 0; i < target.size(); ++i) target[i] += inv * cap.P[static_cast<size_t>(j)][i];
+            tp = target.data();
+          }
+          auto& w = *set.layers[static_cast<size_t>(l)];
+          const double loss = indexer_kl_loss(w, {cap.x[static_cast<size_t>(l)].data(), tp, o.seq_len, 0}, &g);
+          opt[static_cast<size_t>(l)].apply(w, g);
+          if (std::isnan(first[static_cast<size_t>(l)])) first[static_cast<size_t>(l)] = loss;
+          last[static_cast<size_t>(l)] = loss;
+          mean += loss;
+        }
+        ++done;
+        if (o.progress) o.progress(done, total, mean / static_cast<double>(trained.size()));
+      }
+    }
+  }
+  if (report) {
+    report->first_loss = first;
+    report->last_loss = last;
+    report->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return set;
+}
+
+}  // namespace indexshare::train

@@ -1,0 +1,55 @@
+// Distils one lightning indexer per layer of a frozen Llama model (DSA's dense warm-up): for
+// every training sequence the model runs densely while a capture backend records each layer's
+// attention input x and its head-averaged attention P; each indexer then takes Adam steps on
+// KL(P_t || softmax(I_t)).
+//
+// Training-aware mode (IndexCache's multi-layer distillation): given a schedule, only the F
+// layers get an indexer, and F layer l is trained against the mean of P over every layer it
+// serves (l and the S layers up to the next F layer); the gradient equals the average of the
+// per-layer KL gradients.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "model/llama.h"
+#include "model/llama_dsa.h"
+#include "share/schedule.h"
+
+namespace indexshare::train {
+
+struct DistillOptions {
+  int heads = 4;
+  int head_dim = 32;
+  int rope_dim = 16;
+  int64_t seq_len = 1024;
+  int sequences = 12;        // training sequences taken from the token stream, in order
+  int epochs = 1;
+  int steps_per_sequence = 4;
+  float lr = 3e-3f;
+  uint64_t seed = 1;
+  std::optional<share::Schedule> training_aware;  // set: F layers only, multi-layer targets
+  // progress(done_steps, total_steps, mean loss of the last step over layers)
+  std::function<void(int64_t, int64_t, double)> progress;
+};
+
+struct DistillReport {
+  std::vector<double> first_loss;  // per layer (NaN for layers without an indexer)
+  std::vector<double> last_loss;
+  double seconds = 0.0;
+};
+
+model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const int32_t> tokens,
+                                   const DistillOptions& o, DistillReport* report = nullptr);
+
+// Runs the model densely on `ids` (from position 0) and returns, per layer, the attention input
+// x [T, d] and the head-averaged attention P [T, T].
+struct LayerCapture {
+  std::vector<std::vector<float>> x, P;
+};
+LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids);
+
+}  // namespace indexshare::train

@@ -1,0 +1,198 @@
+#include "train/indexer_distill.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "ops/rope.h"
+
+namespace indexshare::train {
+
+using model::LearnedIndexerWeights;
+
+void IndexerGrads::resize_like(const LearnedIndexerWeights& w) {
+  wq.assign(w.wq.size(), 0.0f);
+  wk.assign(w.wk.size(), 0.0f);
+  ww.assign(w.ww.size(), 0.0f);
+}
+
+namespace {
+
+// Rows are dealt to a fixed number of interleaved groups (t % kGroups), independent of the
+// thread count, so the per-group partial sums and their ordered reduction are deterministic.
+constexpr int kGroups = 16;
+
+void rotate_back(float* v, int64_t T, int heads, int64_t pos0, const model::LearnedIndexerConfig& c,
+                 const std::vector<float>& neg_inv_freq) {
+  if (c.rope_dim == 0 || T == 0) return;
+  ops::RopeParams rp;
+  rp.x = v;
+  rp.pos0 = pos0;
+  rp.T = T;
+  rp.H = heads;
+  rp.head_dim = c.head_dim;
+  rp.rot_offset = 0;
+  rp.rot_dim = c.rope_dim;
+  rp.inv_freq = neg_inv_freq.data();
+  rp.pairing = ops::RopePairing::kHalfSplit;
+  ops::rope(rp);  // rotation by -angle is the transpose of the forward rotation
+}
+
+// dW[n, :] = sum_t dy[t, n] * x[t, :]
+void weight_grad(const float* dy, const float* x, int64_t T, int64_t N, int64_t K, float* dW) {
+  parallel_for(N, 1, [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      float* row = dW + n * K;
+      std::fill(row, row + K, 0.0f);
+      for (int64_t t = 0; t < T; ++t) {
+        const float g = dy[t * N + n];
+        if (g == 0.0f) continue;
+        const float* xr = x + t * K;
+        for (int64_t j = 0; j < K; ++j) row[j] += g * xr[j];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+double indexer_kl_loss(const LearnedIndexerWeights& wts, const DistillExample& ex, IndexerGrads* grads) {
+  const auto& c = wts.cfg;
+  c.validate();
+  IS_CHECK(ex.T > 0, "indexer_kl_loss: empty example (T = 0)");
+  IS_CHECK(ex.x && ex.target, "indexer_kl_loss: x and target must be non-null");
+  const int64_t T = ex.T;
+  const int H = c.heads, D = c.head_dim;
+  const float scale = c.score_scale();
+
+  std::vector<float> q(static_cast<size_t>(T * H * D)), k(static_cast<size_t>(T * D)), w(static_cast<size_t>(T * H));
+  model::learned_indexer_project(wts, ex.x, T, ex.pos0, q.data(), k.data(), w.data());
+
+  const bool want_grad = grads != nullptr;
+  std::vector<float> dq(want_grad ? q.size() : 0), dw(want_grad ? w.size() : 0);
+  std::vector<float> dk_part(want_grad ? static_cast<size_t>(kGroups) * T * D : 0);
+  std::vector<double> loss_part(kGroups, 0.0);
+  std::vector<int64_t> rows_part(kGroups, 0);
+  const double inv_T = 1.0 / static_cast<double>(T);
+
+  parallel_for(kGroups, 1, [&](int64_t gb, int64_t ge) {
+    std::vector<float> z(static_cast<size_t>(T * H)), I(static_cast<size_t>(T)), g(static_cast<size_t>(T));
+    for (int64_t grp = gb; grp < ge; ++grp) {
+      float* dk = want_grad ? dk_part.data() + grp * T * D : nullptr;
+      for (int64_t t = grp; t < T; t += kGroups) {
+        const float* p = ex.target + t * T;
+        const int64_t n = t + 1;
+        double mass = 0.0;
+        for (int64_t s = 0; s < n; ++s) {
+          IS_CHECK(std::isfinite(p[s]) && p[s] >= 0.0f, "indexer_kl_loss: target row ", t, " has an invalid value ",
+                   p[s], " at ", s);
+          mass += p[s];
+        }
+        if (mass <= 0.0) continue;
+        // Scores.
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t s = 0; s < n; ++s) {
+          float acc = 0.0f;
+          for (int h = 0; h < H; ++h) {
+            const float* qh = q.data() + (t * H + h) * D;
+            const float* ks = k.data() + s * D;
+            float d = 0.0f;
+            for (int j = 0; j < D; ++j) d += qh[j] * ks[j];
+            z[static_cast<size_t>(s * H + h)] = d;
+            if (d > 0.0f) acc += w[static_cast<size_t>(t * H + h)] * d;
+          }
+          I[static_cast<size_t>(s)] = scale * acc;
+          mx = std::max(mx, I[static_cast<size_t>(s)]);
+        }
+        double sum = 0.0;
+        for (int64_t s = 0; s < n; ++s) sum += std::exp(static_cast<double>(I[static_cast<size_t>(s)] - mx));
+        const double log_z = static_cast<double>(mx) + std::log(sum);
+        double row_loss = 0.0;
+        for (int64_t s = 0; s < n; ++s) {
+          const double ps = p[s] / mass;  // L1-normalise the target row
+          const double log_q = static_cast<double>(I[static_cast<size_t>(s)]) - log_z;
+          if (ps > 0.0) row_loss += ps * (std::log(ps) - log_q);
+          g[static_cast<size_t>(s)] = static_cast<float>((std::exp(log_q) - ps) * inv_T);
+        }
+        loss_part[static_cast<size_t>(grp)] += row_loss;
+        rows_part[static_cast<size_t>(grp)] += 1;
+        if (!want_grad) continue;
+        // Backward through I = scale * sum_h w_h relu(z_h).
+        float* dqt = dq.data() + t * H * D;
+        for (int64_t s = 0; s < n; ++s) {
+          const float gs = g[static_cast<size_t>(s)];
+          if (gs == 0.0f) continue;
+          const float* ks = k.data() + s * D;
+          float* dks = dk + s * D;
+          for (int h = 0; h < H; ++h) {
+            const float zh = z[static_cast<size_t>(s * H + h)];
+            if (zh <= 0.0f) continue;
+            dw[static_cast<size_t>(t * H + h)] += scale * gs * zh;
+            const float coef = scale * gs * w[static_cast<size_t>(t * H + h)];
+            const float* qh = q.data() + (t * H + h) * D;
+            float* dqh = dqt + h * D;
+            for (int j = 0; j < D; ++j) {
+              dqh[j] += coef * ks[j];
+              dks[j] += coef * qh[j];
+            }
+          }
+        }
+      }
+    }
+  });
+
+  double loss = 0.0;
+  int64_t rows = 0;
+  for (int i = 0; i < kGroups; ++i) {
+    loss += loss_part[static_cast<size_t>(i)];
+    rows += rows_part[static_cast<size_t>(i)];
+  }
+  IS_CHECK(rows > 0, "indexer_kl_loss: every target row is empty");
+  // Rows without target mass did not count; rescale the gradient accordingly (g used 1/T).
+  const double mean = loss / static_cast<double>(rows);
+  if (!want_grad) return mean;
+
+  std::vector<float> dk(static_cast<size_t>(T * D), 0.0f);
+  for (int grp = 0; grp < kGroups; ++grp)
+    for (size_t i = 0; i < dk.size(); ++i) dk[i] += dk_part[static_cast<size_t>(grp) * dk.size() + i];
+  const float rescale = static_cast<float>(static_cast<double>(T) / static_cast<double>(rows));
+  if (rows != T) {
+    for (auto& v : dq) v *= rescale;
+    for (auto& v : dk) v *= rescale;
+    for (auto& v : dw) v *= rescale;
+  }
+  const std::vector<float> neg = model::indexer_inv_freq(c, -1.0f);
+  rotate_back(dq.data(), T, H, ex.pos0, c, neg);
+  rotate_back(dk.data(), T, 1, ex.pos0, c, neg);
+  grads->resize_like(wts);
+  weight_grad(dq.data(), ex.x, T, static_cast<int64_t>(H) * D, c.d_model, grads->wq.data());
+  weight_grad(dk.data(), ex.x, T, D, c.d_model, grads->wk.data());
+  weight_grad(dw.data(), ex.x, T, H, c.d_model, grads->ww.data());
+  return mean;
+}
+
+void Adam::apply(LearnedIndexerWeights& w, const IndexerGrads& g) {
+  if (m.wq.size() != w.wq.size()) {
+    m.resize_like(w);
+    v.resize_like(w);
+  }
+  ++step;
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  const float a = static_cast<float>(lr * std::sqrt(bc2) / bc1);
+  auto upd = [&](std::vector<float>& p, const std::vector<float>& gr, std::vector<float>& mm, std::vector<float>& vv) {
+    IS_CHECK(gr.size() == p.size(), "Adam: gradient size ", gr.size(), " != parameter size ", p.size());
+    for (size_t i = 0; i < p.size(); ++i) {
+      mm[i] = beta1 * mm[i] + (1 - beta1) * gr[i];
+      vv[i] = beta2 * vv[i] + (1 - beta2) * gr[i] * gr[i];
+      p[i] -= a * mm[i] / (std::sqrt(vv[i]) + eps);
+    }
+  };
+  upd(w.wq, g.wq, m.wq, v.wq);
+  upd(w.wk, g.wk, m.wk, v.wk);
+  upd(w.ww, g.ww, m.ww, v.ww);
+}
+
+}  // namespace indexshare::train

@@ -1,0 +1,84 @@
+// Runs the built `indexshare dsa-run` on a golden fixture and checks its perplexity and greedy
+// token against values computed here from transformers' reference logits.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "io/safetensors.h"
+
+namespace {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+RunResult run_tool(const std::string& args, const std::string& redirect) {
+  const std::string cmd = std::string("\"") + INDEXSHARE_TOOL + "\" " + args + " " + redirect;
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const std::string kFx = std::string(INDEXSHARE_SOURCE_DIR) + "/tests/data/dsa_fixtures/glm_moe_dsa";
+
+TEST(CmdDsaRun, PerplexityAndGreedyTokenMatchTheReference) {
+  const auto ref = indexshare::io::SafetensorsFile::open(kFx + "/types_glm52/ref.safetensors");
+  const auto ids = ref.read_i64("input_ids");
+  const auto logits = ref.read_f32("logits");
+  const int64_t T = static_cast<int64_t>(ids.size()), V = static_cast<int64_t>(logits.size()) / T;
+  double nll = 0;
+  for (int64_t t = 0; t + 1 < T; ++t) {
+    double mx = -1e300, z = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(logits[t * V + v]));
+    for (int64_t v = 0; v < V; ++v) z += std::exp(logits[t * V + v] - mx);
+    nll += mx + std::log(z) - logits[t * V + ids[t + 1]];
+  }
+  nll /= static_cast<double>(T - 1);
+  int64_t best = 0;
+  for (int64_t v = 1; v < V; ++v)
+    if (logits[(T - 1) * V + v] > logits[(T - 1) * V + best]) best = v;
+
+  const std::string tok_path = ::testing::TempDir() + "cmd_dsa_run_ids.txt";
+  {
+    std::ofstream f(tok_path);
+    for (int64_t v : ids) f << v << "\n";
+  }
+  const auto r = run_tool("dsa-run --config " + kFx + "/types_glm52/config.json --weights " + kFx +
+                              "/model.safetensors --tokens-file " + tok_path + " --perplexity --generate 3 --json",
+                          "2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_NEAR(j.at("nll").get<double>(), nll, 1e-4);
+  EXPECT_EQ(j.at("predictions").get<int64_t>(), T - 1);
+  EXPECT_EQ(j.at("schedule").at("pattern").get<std::string>(), "FFFSSSF");
+  EXPECT_EQ(j.at("indexer_calls").get<int>(), 4);
+  ASSERT_EQ(j.at("generated").size(), 3u);
+  EXPECT_EQ(j.at("generated")[0].get<int64_t>(), best);
+}
+
+TEST(CmdDsaRun, BadArgumentsFail) {
+  auto r = run_tool("dsa-run --model " + kFx + "/all_full --tokens 1,2,x --perplexity", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("'x' is not a token id"), std::string::npos) << r.out;
+  r = run_tool("dsa-run --config " + kFx + "/all_full/config.json --weights " + kFx +
+                   "/model.safetensors --tokens 1,2,999 --perplexity",
+               "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("token id 999"), std::string::npos) << r.out;
+  r = run_tool("dsa-run --model /nonexistent --tokens 1,2 --perplexity", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+}
+
+}  // namespace

@@ -1,0 +1,159 @@
+// DSA / IndexShare on a (tiny, random) Llama: it ran, S layers reuse, it equals dense while the
+// context fits in k and differs beyond, decode equals prefill, bad configurations are refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "model/llama_dsa.h"
+#include "tiny_llama.h"
+
+namespace indexshare::model {
+namespace {
+
+IndexerSet random_indexers(const LlamaConfig& c, uint32_t seed, const share::Schedule* only = nullptr) {
+  IndexerSet set;
+  set.cfg = {c.d_model, 2, 8, 4, c.rope_theta};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 0.3f);
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (only && !only->is_full(l)) {
+      set.layers.emplace_back();
+      continue;
+    }
+    auto w = LearnedIndexerWeights::zeros(set.cfg);
+    for (auto* v : {&w.wq, &w.wk, &w.ww})
+      for (auto& e : *v) e = nd(rng);
+    set.layers.emplace_back(std::move(w));
+  }
+  return set;
+}
+
+std::vector<int32_t> tokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& v : t) v = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+  return t;
+}
+
+std::vector<float> run(const LlamaModel& m, const std::vector<int32_t>& ids, AttentionBackend* be, int64_t cap) {
+  KvCache c;
+  c.reset(m.config(), cap);
+  if (be) be->begin_sequence();
+  std::vector<float> logits(ids.size() * static_cast<size_t>(m.config().vocab));
+  m.forward(ids.data(), static_cast<int64_t>(ids.size()), c, logits.data(), true, be);
+  return logits;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(double(a[i]) - b[i]));
+  return d;
+}
+
+TEST(LlamaDsa, EqualsDenseWhileContextFitsInKAndDiffersBeyond) {
+  auto tiny = testing_util::make_tiny_llama(1);
+  const auto& m = *tiny.model;
+  const IndexerSet ix = random_indexers(m.config(), 2);
+  const auto ids = tokens(40, m.config().vocab, 3);
+  const auto dense = run(m, ids, nullptr, 64);
+  DsaOptions o{.topk = 40, .schedule = share::Schedule::all_full(4), .indexers = &ix, .capacity = 64};
+  LlamaDsaBackend all(m.config(), o);
+  EXPECT_LT(max_abs_diff(run(m, ids, &all, 64), dense), 1e-4);
+  o.topk = 8;
+  LlamaDsaBackend sparse(m.config(), o);
+  EXPECT_GT(max_abs_diff(run(m, ids, &sparse, 64), dense), 1e-2) << "top-8 of 40 keys did not change the output";
+  EXPECT_EQ(sparse.counters().indexer_calls, 4);
+  EXPECT_EQ(sparse.counters().reused, 0);
+  EXPECT_EQ(sparse.counters().sparse_calls, 4);
+}
+
+TEST(LlamaDsa, SharedLayersReuseTheFullLayersSetAndHoldNoIndexerState) {
+  auto tiny = testing_util::make_tiny_llama(4);
+  const auto& m = *tiny.model;
+  const auto sched = share::Schedule::from_pattern("FSFS");
+  const IndexerSet ix = random_indexers(m.config(), 5, &sched);
+  DsaOptions o{.topk = 6, .schedule = sched, .indexers = &ix, .record_stride = 1, .capacity = 64};
+  LlamaDsaBackend be(m.config(), o);
+  const auto ids = tokens(30, m.config().vocab, 6);
+  run(m, ids, &be, 64);
+  EXPECT_EQ(be.counters().indexer_calls, 2);
+  EXPECT_EQ(be.counters().reused, 2);
+  EXPECT_GT(be.indexer_state_bytes(0), 0u);
+  EXPECT_EQ(be.indexer_state_bytes(1), 0u);
+  EXPECT_EQ(be.indexer_state_bytes(3), 0u);
+  EXPECT_EQ(be.recorded()[1], be.recorded()[0]);
+  EXPECT_EQ(be.recorded()[3], be.recorded()[2]);
+  EXPECT_NE(be.recorded()[2], be.recorded()[0]);
+  for (const auto& row : be.recorded()[0]) EXPECT_LE(row.size(), 6u);
+}
+
+TEST(LlamaDsa, DecodeStepByStepEqualsPrefill) {
+  auto tiny = testing_util::make_tiny_llama(7);
+  const auto& m = *tiny.model;
+  const auto sched = share::Schedule::from_pattern("FSSF");
+  const IndexerSet ix = random_indexers(m.config(), 8, &sched);
+  DsaOptions o{.topk = 5, .schedule = sched, .indexers = &ix, .capacity = 64};
+  const auto ids = tokens(20, m.config().vocab, 9);
+  LlamaDsaBackend a(m.config(), o), b(m.config(), o);
+  const auto pre = run(m, ids, &a, 64);
+  KvCache c;
+  c.reset(m.config(), 64);
+  b.begin_sequence();
+  const int V = m.config().vocab;
+  std::vector<float> step(static_cast<size_t>(V));
+  for (size_t t = 0; t < ids.size(); ++t) {
+    m.forward(&ids[t], 1, c, step.data(), false, &b);
+    for (int v = 0; v < V; ++v) ASSERT_NEAR(step[static_cast<size_t>(v)], pre[t * V + static_cast<size_t>(v)], 1e-4) << t;
+  }
+}
+
+TEST(LlamaDsa, OracleRecallIsAnUpperBoundAndMeasuresAreSane) {
+  auto tiny = testing_util::make_tiny_llama(10);
+  const auto& m = *tiny.model;
+  const IndexerSet ix = random_indexers(m.config(), 11);
+  const auto ids = tokens(48, m.config().vocab, 12);
+  DsaOptions o{.topk = 6, .schedule = share::Schedule::from_pattern("FSFS"), .indexers = &ix, .own_indexers = &ix,
+               .measure = true, .capacity = 64};
+  LlamaDsaBackend learned(m.config(), o);
+  run(m, ids, &learned, 64);
+  o.selection = DsaSelection::kOracle;
+  o.schedule = share::Schedule::all_full(4);
+  LlamaDsaBackend oracle(m.config(), o);
+  run(m, ids, &oracle, 64);
+  for (int l = 0; l < 4; ++l) {
+    const auto& so = oracle.layer_stats()[static_cast<size_t>(l)];
+    const auto& sl = learned.layer_stats()[static_cast<size_t>(l)];
+    ASSERT_EQ(so.rows, 48);
+    const double ro = so.recall_sum / so.rows, rl = sl.recall_sum / sl.rows;
+    EXPECT_LE(ro, 1.0 + 1e-5);
+    EXPECT_GE(ro, rl - 1e-6) << "layer " << l << ": the oracle set must hold the most attention mass";
+    if (l % 2 == 1) {
+      EXPECT_EQ(sl.overlap_rows, 48);
+      EXPECT_GE(sl.overlap_sum, 0.0);
+      EXPECT_LE(sl.overlap_sum, 48.0);
+    }
+  }
+}
+
+TEST(LlamaDsa, RefusesBadConfigurations) {
+  auto tiny = testing_util::make_tiny_llama(13);
+  const auto& m = *tiny.model;
+  const auto sched = share::Schedule::from_pattern("FSFS");
+  const IndexerSet partial = random_indexers(m.config(), 14, &sched);
+  EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 4, .schedule = share::Schedule::from_pattern("FFS"), .indexers = &partial, .capacity = 8}), Error);
+  try {
+    LlamaDsaBackend(m.config(), {.topk = 4, .schedule = share::Schedule::from_pattern("FFFF"), .indexers = &partial, .capacity = 8});
+    FAIL() << "missing indexer accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 0, .schedule = sched, .indexers = &partial, .capacity = 8}), Error);
+  EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 4, .schedule = sched, .indexers = nullptr, .capacity = 8}), Error);
+  EXPECT_THROW(share::Schedule::from_pattern("SFFF"), Error);
+}
+
+}  // namespace
+}  // namespace indexshare::model

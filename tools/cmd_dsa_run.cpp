@@ -1,0 +1,159 @@
+// indexshare dsa-run: runs a GLM-MoE-DSA / DeepSeek-V3.2 model (config.json + safetensors) on
+// token ids: perplexity of the ids (teacher forcing) and/or greedy generation after them.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "command.h"
+#include "core/error.h"
+#include "io/glm_dsa_loader.h"
+#include "io/mapped_file.h"
+
+namespace indexshare::cli {
+namespace {
+
+using nlohmann::json;
+
+struct DsaRunArgs {
+  std::string model_dir, config, weights, tokens, tokens_file;
+  int generate = 0;
+  bool perplexity = false;
+  bool json = false;
+};
+
+// Ids separated by commas and/or whitespace.
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& what) {
+  std::vector<int32_t> ids;
+  std::string s = text;
+  for (char& ch : s)
+    if (ch == ',') ch = ' ';
+  std::istringstream in(s);
+  std::string tok;
+  while (in >> tok) {
+    size_t pos = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(tok, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    IS_CHECK(pos == tok.size() && v >= 0 && v <= INT32_MAX, what, ": '", tok, "' is not a token id");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run(const DsaRunArgs& a) {
+  IS_CHECK(!a.model_dir.empty() || (!a.config.empty() && !a.weights.empty()),
+           "give --model DIR, or --config FILE and --weights PATH");
+  IS_CHECK(a.tokens.empty() != a.tokens_file.empty(), "give exactly one of --tokens and --tokens-file");
+  IS_CHECK(a.perplexity || a.generate > 0, "nothing to do: give --perplexity and/or --generate N");
+  const std::vector<int32_t> ids = a.tokens.empty() ? parse_ids(io::read_text_file(a.tokens_file), a.tokens_file)
+                                                    : parse_ids(a.tokens, "--tokens");
+  IS_CHECK(!ids.empty(), "no token ids given");
+  IS_CHECK(!a.perplexity || ids.size() >= 2, "--perplexity needs at least 2 token ids");
+
+  const std::string cfg = a.config.empty() ? a.model_dir + "/config.json" : a.config;
+  const std::string wts = a.weights.empty() ? a.model_dir : a.weights;
+  std::vector<std::string> warnings;
+  const auto t_load = std::chrono::steady_clock::now();
+  const model::GlmDsaModel m = io::load_glm_dsa(cfg, wts, &warnings);
+  const double load_s = seconds_since(t_load);
+  for (const auto& w : warnings) fmt::print(stderr, "indexshare: warning: {}\n", w);
+  const auto& c = m.config();
+  const int64_t V = c.vocab_size;
+
+  auto cache = m.new_cache();
+  model::ForwardTrace tr;
+  const auto t_pre = std::chrono::steady_clock::now();
+  std::vector<float> logits = m.forward(cache, ids, {}, &tr);
+  const double prefill_s = seconds_since(t_pre);
+
+  double nll = 0;
+  const int64_t n_pred = static_cast<int64_t>(ids.size()) - 1;
+  if (a.perplexity) {
+    for (int64_t t = 0; t < n_pred; ++t) {
+      const float* row = logits.data() + t * V;
+      double mx = row[0];
+      for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+      double z = 0;
+      for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
+      nll += mx + std::log(z) - row[ids[static_cast<size_t>(t + 1)]];
+    }
+    nll /= static_cast<double>(n_pred);
+  }
+
+  std::vector<int32_t> generated;
+  double decode_s = 0;
+  if (a.generate > 0) {
+    std::vector<float> last(logits.end() - V, logits.end());
+    const auto t_dec = std::chrono::steady_clock::now();
+    for (int g = 0; g < a.generate; ++g) {
+      int32_t best = 0;
+      for (int64_t v = 1; v < V; ++v)
+        if (last[static_cast<size_t>(v)] > last[static_cast<size_t>(best)]) best = static_cast<int32_t>(v);
+      generated.push_back(best);
+      if (g + 1 < a.generate) last = m.forward(cache, std::vector<int32_t>{best});
+    }
+    decode_s = seconds_since(t_dec);
+  }
+
+  const std::string arch(model::arch_name(c.arch));
+  if (a.json) {
+    json out;
+    out["model"] = {{"config", cfg}, {"weights", wts}, {"arch", arch}, {"layers", c.num_layers}};
+    out["schedule"] = {{"pattern", c.schedule.pattern()},
+                       {"num_full", c.schedule.num_full()},
+                       {"num_shared", c.schedule.num_shared()}};
+    out["index_topk"] = c.index_topk;
+    out["tokens"] = ids.size();
+    out["indexer_calls"] = tr.indexer_calls;
+    out["shared_layers"] = tr.shared_layers;
+    if (a.perplexity) out["nll"] = nll, out["perplexity"] = std::exp(nll), out["predictions"] = n_pred;
+    if (a.generate > 0) out["generated"] = generated;
+    out["seconds"] = {{"load", load_s}, {"prefill", prefill_s}, {"decode", decode_s}};
+    out["warnings"] = warnings;
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("model     {} ({} layers, index_topk {}), loaded in {:.2f} s\n", arch, c.num_layers, c.index_topk,
+             load_s);
+  fmt::print("schedule  {}\n", c.schedule.summary());
+  fmt::print("prefill   {} tokens in {:.3f} s ({:.1f} tok/s)\n", ids.size(), prefill_s,
+             static_cast<double>(ids.size()) / std::max(prefill_s, 1e-9));
+  if (a.perplexity) fmt::print("nll       {:.6f}  perplexity {:.4f}  ({} predictions)\n", nll, std::exp(nll), n_pred);
+  if (a.generate > 0) {
+    std::string s;
+    for (size_t i = 0; i < generated.size(); ++i) s += (i ? " " : "") + std::to_string(generated[i]);
+    fmt::print("generated {}  ({:.1f} tok/s)\n", s, static_cast<double>(a.generate) / std::max(decode_s, 1e-9));
+  }
+  return 0;
+}
+
+CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token ids (perplexity, greedy generation)",
+                     [](CLI::App& app) {
+                       auto a = std::make_shared<DsaRunArgs>();
+                       app.add_option("--model", a->model_dir, "model directory (config.json + safetensors)");
+                       app.add_option("--config", a->config, "config.json (instead of --model)");
+                       app.add_option("--weights", a->weights, "safetensors file or directory (instead of --model)");
+                       app.add_option("--tokens", a->tokens, "token ids, comma or space separated");
+                       app.add_option("--tokens-file", a->tokens_file, "file of token ids");
+                       app.add_option("--generate", a->generate, "greedy-generate N tokens after the ids")
+                           ->check(CLI::NonNegativeNumber);
+                       app.add_flag("--perplexity", a->perplexity, "mean NLL / perplexity of the ids");
+                       app.add_flag("--json", a->json, "print JSON");
+                       return [a] { return run(*a); };
+                     });
+
+}  // namespace
+}  // namespace indexshare::cli

@@ -1,0 +1,234 @@
+// indexshare eval — the main job: DSA and IndexShare on a real model. One table of attention
+// modes (dense; oracle top-k; learned DSA on every layer; uniform sharing 1/2, 1/4, 1/8; a
+// searched 1/4 pattern; training-aware 1/4) x perplexity and the DSA measures, two PNGs (layer-
+// to-layer top-k overlap; quality vs indexer cost) and --json of everything.
+#include <fmt/core.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "core/error.h"
+#include "dsa_options.h"
+#include "eval/corpus.h"
+#include "eval/dsa_eval.h"
+#include "eval/plot.h"
+#include "io/indexer_file.h"
+#include "model_session.h"
+#include "progress.h"
+#include "train/distill_llama.h"
+
+namespace indexshare::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct EvalArgs {
+  std::string model, corpus, indexers, aware_indexers, searched, out_dir = "eval-out";
+  int64_t ctx = 4096;
+  int64_t windows = 1;
+  int topk = 0;
+  int64_t measure_stride = 16;
+  bool json = false;
+  train::DistillOptions distill;
+};
+
+std::string cache_dir() {
+  const char* c = std::getenv("INDEXSHARE_CACHE");
+  const char* home = std::getenv("HOME");
+  return c && *c ? c : std::string(home ? home : ".") + "/.cache/indexshare";
+}
+
+// Uniform sharing "1/n": every n-th layer is F, starting at layer 0 (freq n, offset 1).
+share::Schedule uniform(int layers, int n) {
+  return share::Schedule::resolve({.num_layers = layers, .index_topk_freq = n, .index_skip_topk_offset = 1});
+}
+
+// Loads an indexer file, or distils one (a one-time step) when it does not exist yet.
+io::IndexerFile ensure_indexers(const std::string& path, const ModelSession& s, const std::string& model_path,
+                                const std::string& fingerprint, const std::string& corpus_dir,
+                                train::DistillOptions o, std::optional<share::Schedule> aware) {
+  const int N = s.model().config().n_layers;
+  if (fs::exists(path)) return io::load_indexers(path, fingerprint, N);
+  fmt::print(stderr, "eval: {} not found; distilling it now (one-time){}\n", path,
+             aware ? " — training-aware for " + aware->summary() : " — one indexer per layer");
+  const eval::Corpus corpus = eval::load_corpus(corpus_dir, eval::CorpusSplit::kTrain, o.seq_len * o.sequences * 8 + (1 << 20));
+  const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
+  o.training_aware = aware;
+  ProgressBar bar(aware ? "distill (aware)" : "distill", int64_t{o.epochs} * o.sequences * o.steps_per_sequence, "steps");
+  o.progress = [&](int64_t d, int64_t, double loss) { bar.update(d, fmt::format("KL {:.4f}", loss)); };
+  const model::IndexerSet set = train::distill_indexers(s.model(), tokens, o);
+  bar.finish();
+  fs::create_directories(fs::path(path).parent_path());
+  io::save_indexers(path, set,
+                    {{"model_fingerprint", fingerprint},
+                     {"model", model_path},
+                     {"corpus", corpus.description()},
+                     {"seed", std::to_string(o.seed)},
+                     {"mode", aware ? "training-aware " + aware->pattern() : "per-layer"},
+                     {"command", fmt::format("indexshare distill --seq-len {} --sequences {} --steps {} --lr {} --seed {}{} -o {}",
+                                             o.seq_len, o.sequences, o.steps_per_sequence, o.lr, o.seed,
+                                             aware ? " --pattern " + aware->pattern() : "", path)}});
+  return io::load_indexers(path, fingerprint, N);
+}
+
+std::string fmt_or_dash(double v, const char* f) { return std::isnan(v) ? "-" : fmt::format(fmt::runtime(f), v); }
+
+int run(const EvalArgs& a) {
+  ModelSession s = load_model_session(a.model);
+  const auto& cfg = s.model().config();
+  const int N = cfg.n_layers;
+  const int topk = a.topk > 0 ? a.topk : static_cast<int>(a.ctx / 8);
+  IS_CHECK(topk <= a.ctx, "eval: --topk ", topk, " is larger than the context ", a.ctx);
+  IS_CHECK(a.windows >= 1, "eval: --windows must be >= 1");
+  const std::string fp = io::model_fingerprint(a.model);
+  const std::string corpus_dir = a.corpus.empty() ? eval::default_corpus_dir() : a.corpus;
+  const std::string cdir = cache_dir();
+  const std::string per_layer_path = a.indexers.empty() ? cdir + "/smollm2-indexers.safetensors" : a.indexers;
+  const std::string aware_path = a.aware_indexers.empty() ? cdir + "/smollm2-indexers-aware-1of4.safetensors" : a.aware_indexers;
+  const share::Schedule u4 = uniform(N, 4);
+
+  const io::IndexerFile per_layer = ensure_indexers(per_layer_path, s, a.model, fp, corpus_dir, a.distill, std::nullopt);
+  const io::IndexerFile aware = ensure_indexers(aware_path, s, a.model, fp, corpus_dir, a.distill, u4);
+  IS_CHECK(aware.metadata.count("pattern") && share::Schedule::from_pattern(aware.metadata.at("pattern")).pattern() == u4.pattern(),
+           aware_path, ": the training-aware indexers were trained for pattern ",
+           aware.metadata.count("pattern") ? aware.metadata.at("pattern") : "?", ", not ", u4.pattern());
+
+  const eval::Corpus corpus = eval::load_corpus(corpus_dir, eval::CorpusSplit::kEval, a.ctx * a.windows * 8 + (1 << 20));
+  const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
+  IS_CHECK(static_cast<int64_t>(tokens.size()) >= a.ctx * a.windows, "eval: the eval corpus has ", tokens.size(),
+           " tokens; ", a.windows, " windows of ", a.ctx, " need ", a.ctx * a.windows);
+
+  std::vector<eval::ModeSpec> modes = {
+      {.name = "dense", .dense = true},
+      {.name = "oracle top-k", .selection = model::DsaSelection::kOracle, .schedule = share::Schedule::all_full(N)},
+      {.name = "DSA every layer", .schedule = share::Schedule::all_full(N), .indexers = &per_layer.set},
+      {.name = "uniform 1/2", .schedule = uniform(N, 2), .indexers = &per_layer.set},
+      {.name = "uniform 1/4", .schedule = u4, .indexers = &per_layer.set},
+      {.name = "uniform 1/8", .schedule = uniform(N, 8), .indexers = &per_layer.set},
+  };
+  std::string searched = a.searched;
+  if (!searched.empty() && fs::exists(searched)) {
+    std::ifstream in(searched);
+    std::getline(in, searched);
+  }
+  if (!searched.empty()) modes.push_back({.name = "searched 1/4", .schedule = share::Schedule::from_pattern(searched), .indexers = &per_layer.set});
+  modes.push_back({.name = "training-aware 1/4", .schedule = u4, .indexers = &aware.set});
+
+  eval::EvalSettings es;
+  es.ppl.ctx = a.ctx;
+  es.ppl.max_windows = a.windows;
+  es.ppl.bos = s.tokenizer->add_bos() ? s.tokenizer->bos_id() : -1;
+  es.topk = topk;
+  es.own_indexers = &per_layer.set;
+  es.measure_stride = a.measure_stride;
+  fmt::print(stderr, "eval: {} layers, context {}, top-k {}, {} window(s) of the eval split: {}\n", N, a.ctx, topk,
+             a.windows, corpus.description());
+  ProgressBar bar("eval", static_cast<int64_t>(modes.size()), "modes");
+  std::vector<eval::ModeResult> res;
+  for (size_t i = 0; i < modes.size(); ++i) {
+    bar.update(static_cast<int64_t>(i), modes[i].name);
+    eval::EvalSettings e = es;
+    if (modes[i].name == "DSA every layer") e.record_stride = 64;
+    res.push_back(eval::run_mode(s.model(), tokens, modes[i], e));
+  }
+  bar.finish();
+
+  const eval::ModeResult& dense = res[0];
+  const eval::ModeResult& dsa = res[2];
+  fs::create_directories(a.out_dir);
+  const std::vector<double> J = eval::jaccard_matrix(dsa.recorded);
+  const std::string heat = (fs::path(a.out_dir) / "topk_overlap.png").string();
+  eval::write_heatmap_png(heat, J, N, N,
+                          {.title = fmt::format("top-{} overlap between layers (Jaccard)", topk), .x_label = "layer", .y_label = "layer"});
+  std::vector<eval::Series> series;
+  eval::Series uni{.name = "uniform sharing", .color = {31, 119, 180}};
+  eval::Series other{.name = "other modes", .color = {214, 39, 40}, .lines = false};
+  const double base_flops = dsa.indexer_flops > 0 ? dsa.indexer_flops : 1.0;
+  for (const auto& r : res) {
+    if (r.name == "dense" || r.name == "oracle top-k") continue;
+    const double x = r.indexer_flops / base_flops;
+    eval::Series& tgt = r.name.rfind("uniform", 0) == 0 || r.name == "DSA every layer" ? uni : other;
+    tgt.x.push_back(x);
+    tgt.y.push_back(r.ppl);
+    tgt.point_labels.push_back(r.name == "DSA every layer" ? "all F" : r.name);
+  }
+  // Uniform curve from most to least indexer work.
+  std::vector<size_t> ord(uni.x.size());
+  for (size_t i = 0; i < ord.size(); ++i) ord[i] = i;
+  std::sort(ord.begin(), ord.end(), [&](size_t p, size_t q) { return uni.x[p] > uni.x[q]; });
+  eval::Series sorted = uni;
+  for (size_t i = 0; i < ord.size(); ++i) {
+    sorted.x[i] = uni.x[ord[i]];
+    sorted.y[i] = uni.y[ord[i]];
+    sorted.point_labels[i] = uni.point_labels[ord[i]];
+  }
+  eval::Series dense_line{.name = "dense", .x = {0.0, 1.0}, .y = {dense.ppl, dense.ppl}, .color = {120, 120, 120}};
+  const std::string curve = (fs::path(a.out_dir) / "quality_vs_indexer_cost.png").string();
+  eval::write_chart_png(curve, {sorted, other, dense_line},
+                        {.title = "perplexity vs indexer cost", .x_label = "indexer FLOPs per token (DSA every layer = 1)",
+                         .y_label = "perplexity"});
+
+  nlohmann::json j;
+  j["model"] = a.model;
+  j["model_fingerprint"] = fp;
+  j["corpus"] = corpus.description();
+  j["context"] = a.ctx;
+  j["topk"] = topk;
+  j["windows"] = a.windows;
+  j["tokens_scored_per_window"] = a.ctx - 1 - a.ctx / 2;
+  j["indexer_shape"] = {{"heads", per_layer.set.cfg.heads}, {"head_dim", per_layer.set.cfg.head_dim}, {"rope_dim", per_layer.set.cfg.rope_dim}};
+  j["pictures"] = {heat, curve};
+  j["jaccard"] = J;
+  for (const auto& r : res) {
+    auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+    j["modes"].push_back({{"mode", r.name}, {"pattern", r.pattern}, {"ppl", r.ppl}, {"delta_vs_dense", r.ppl / dense.ppl - 1},
+                          {"delta_vs_dsa", r.ppl / dsa.ppl - 1}, {"recall", num(r.recall)}, {"s_overlap", num(r.overlap)},
+                          {"layer_recall", r.layer_recall}, {"layer_overlap", r.layer_overlap},
+                          {"indexer_calls", r.indexer_calls}, {"f_layers", r.num_full},
+                          {"indexer_flops_per_token", r.indexer_flops}, {"attention_flops_per_token", r.attention_flops},
+                          {"total_flops_per_token", r.total_flops}, {"seconds", r.seconds}, {"select_seconds", r.select_seconds}});
+  }
+  if (a.json) {
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+  fmt::print("IndexShare on {} — context {}, top-k {}, {} window(s), eval text: {}\n", fs::path(a.model).filename().string(),
+             a.ctx, topk, a.windows, corpus.description());
+  fmt::print("{:<19} {:>9} {:>9} {:>9} {:>7} {:>9} {:>5} {:>10} {:>10} {:>8}\n", "mode", "ppl", "vs dense", "vs DSA",
+             "recall", "S-overlap", "idx", "idx MFLOP", "tot MFLOP", "time s");
+  for (const auto& r : res) {
+    fmt::print("{:<19} {:>9.4f} {:>+8.2f}% {:>+8.2f}% {:>7} {:>9} {:>5} {:>10.2f} {:>10.1f} {:>8.1f}\n", r.name, r.ppl,
+               100 * (r.ppl / dense.ppl - 1), 100 * (r.ppl / dsa.ppl - 1), fmt_or_dash(r.recall, "{:.3f}"),
+               fmt_or_dash(r.overlap, "{:.3f}"), r.indexer_calls, r.indexer_flops / 1e6, r.total_flops / 1e6, r.seconds);
+  }
+  for (const auto& r : res)
+    if (!r.pattern.empty() && r.pattern != "dense") fmt::print("  {:<19} {}\n", r.name, r.pattern);
+  fmt::print("pictures: {}, {}\n", heat, curve);
+  if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
+  return 0;
+}
+
+CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexShare modes on a real model", [](CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  add_model_option(app, a->model);
+  app.add_option("--corpus", a->corpus, "folder of *.py text (default: the Python standard library; eval split)");
+  app.add_option("--indexers", a->indexers, "per-layer indexer file (default: cached; distilled when absent)");
+  app.add_option("--aware-indexers", a->aware_indexers, "training-aware 1/4 indexer file (default: cached; distilled when absent)");
+  app.add_option("--searched-pattern", a->searched, "a pattern from `indexshare search` (string or file)");
+  app.add_option("-c,--ctx", a->ctx, "evaluation context")->capture_default_str();
+  app.add_option("--windows", a->windows, "windows of ctx tokens")->capture_default_str();
+  app.add_option("--topk", a->topk, "top-k (default ctx/8)");
+  app.add_option("--measure-stride", a->measure_stride, "measure recall/overlap on every n-th row (0 = off)")->capture_default_str();
+  app.add_option("-o,--out-dir", a->out_dir, "folder for the PNG pictures")->capture_default_str();
+  app.add_flag("--json", a->json, "print everything as JSON");
+  app.add_option("--distill-sequences", a->distill.sequences, "sequences for a one-time distillation")->capture_default_str();
+  app.add_option("--distill-seq-len", a->distill.seq_len, "tokens per distillation sequence")->capture_default_str();
+  app.add_option("--distill-steps", a->distill.steps_per_sequence, "Adam steps per sequence")->capture_default_str();
+  return [a] { return run(*a); };
+});
+
+}  // namespace
+}  // namespace indexshare::cli

@@ -1,0 +1,109 @@
+// indexshare generate: prompt -> streamed text, then prompt and generation speed.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "command.h"
+#include "core/error.h"
+#include "model/sampler.h"
+#include "model_session.h"
+
+namespace indexshare::cli {
+namespace {
+
+// Length of the longest prefix of s that ends on a UTF-8 character boundary.
+size_t complete_utf8_prefix(const std::string& s) {
+  size_t i = s.size();
+  for (size_t back = 0; back < 4 && i > 0; ++back) {
+    const unsigned char c = static_cast<unsigned char>(s[i - 1]);
+    if ((c & 0xC0) != 0x80) {  // a lead byte or ASCII at i-1
+      const size_t need = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+      return (s.size() - (i - 1) >= need) ? s.size() : i - 1;
+    }
+    --i;
+  }
+  return s.size();
+}
+
+struct GenerateArgs {
+  std::string model, prompt, system;
+  bool chat = false;
+  int max_tokens = 64;
+  int64_t ctx = 0;
+  model::SamplerOptions sampling;
+};
+
+int run(const GenerateArgs& a) {
+  IS_CHECK(!a.prompt.empty(), "generate: the prompt is empty (give --prompt TEXT)");
+  IS_CHECK(a.max_tokens >= 0, "generate: --max-tokens must be >= 0");
+  ModelSession s = load_model_session(a.model);
+  const auto& cfg = s.model().config();
+  const io::Tokenizer& tok = *s.tokenizer;
+  std::vector<int32_t> ids;
+  if (a.chat) {
+    std::vector<io::ChatMessage> msgs;
+    if (!a.system.empty()) msgs.push_back({"system", a.system});
+    msgs.push_back({"user", a.prompt});
+    ids = tok.encode(tok.format_chat(msgs, true), true, true);
+  } else {
+    ids = tok.encode(a.prompt, true, false);
+  }
+  IS_CHECK(!ids.empty(), "generate: the prompt tokenizes to nothing");
+  const int64_t need = static_cast<int64_t>(ids.size()) + a.max_tokens;
+  const int64_t ctx = a.ctx > 0 ? a.ctx : std::min<int64_t>(need, cfg.context_length);
+  IS_CHECK(need <= ctx, "generate: prompt (", ids.size(), " tokens) + --max-tokens ", a.max_tokens, " = ", need,
+           " exceeds the context of ", ctx, " tokens (the model's limit is ", cfg.context_length, ")");
+  model::KvCache cache;
+  cache.reset(cfg, ctx);
+  model::Sampler sampler(a.sampling);
+  std::vector<float> logits(static_cast<size_t>(cfg.vocab));
+  const int32_t im_end = tok.find_token("<|im_end|>");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  s.model().forward(ids.data(), static_cast<int64_t>(ids.size()), cache, logits.data(), false);
+  const auto t1 = std::chrono::steady_clock::now();
+  std::vector<int32_t> out;
+  std::string shown;
+  int generated = 0;
+  for (; generated < a.max_tokens; ++generated) {
+    const int32_t id = sampler.sample(logits);
+    if (id == tok.eos_id() || (a.chat && id == im_end)) break;
+    out.push_back(id);
+    const std::string text = tok.decode(out, {.special = false});
+    const size_t upto = complete_utf8_prefix(text);
+    if (upto > shown.size()) {
+      fmt::print("{}", text.substr(shown.size(), upto - shown.size()));
+      std::fflush(stdout);
+      shown = text.substr(0, upto);
+    }
+    if (generated + 1 < a.max_tokens) s.model().forward(&id, 1, cache, logits.data(), false);
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+  const std::string text = tok.decode(out, {.special = false});
+  if (text.size() > shown.size()) fmt::print("{}", text.substr(shown.size()));
+  const double pt = std::chrono::duration<double>(t1 - t0).count();
+  const double gt = std::chrono::duration<double>(t2 - t1).count();
+  fmt::print(stderr, "\n\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s); generation: {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
+             ids.size(), pt, static_cast<double>(ids.size()) / pt, generated, gt,
+             generated > 0 ? generated / gt : 0.0);
+  return 0;
+}
+
+CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model", [](CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  add_model_option(app, a->model);
+  app.add_option("-p,--prompt", a->prompt, "prompt text")->required();
+  app.add_flag("--chat", a->chat, "wrap the prompt in the model's chat template");
+  app.add_option("--system", a->system, "system message for --chat");
+  app.add_option("-n,--max-tokens", a->max_tokens, "tokens to generate")->capture_default_str();
+  app.add_option("-c,--ctx", a->ctx, "KV-cache size in tokens (default: prompt + max-tokens)");
+  app.add_option("--temp", a->sampling.temperature, "temperature (0 = greedy)")->capture_default_str();
+  app.add_option("--top-p", a->sampling.top_p, "nucleus sampling threshold")->capture_default_str();
+  app.add_option("--top-k", a->sampling.top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();
+  app.add_option("--seed", a->sampling.seed, "sampling seed")->capture_default_str();
+  return [a] { return run(*a); };
+});
+
+}  // namespace
+}  // namespace indexshare::cli

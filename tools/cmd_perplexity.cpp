@@ -1,0 +1,65 @@
+// indexshare perplexity: text file -> perplexity over fixed-size windows (llama-perplexity's way).
+#include <fmt/core.h>
+
+#include <nlohmann/json.hpp>
+
+#include "command.h"
+#include "core/error.h"
+#include "eval/perplexity.h"
+#include "io/mapped_file.h"
+#include "model_session.h"
+#include "progress.h"
+
+namespace indexshare::cli {
+namespace {
+
+struct PerplexityArgs {
+  std::string model, file;
+  int64_t ctx = 512;
+  int64_t windows = 0;
+  bool json = false;
+};
+
+int run(const PerplexityArgs& a) {
+  ModelSession s = load_model_session(a.model);
+  const std::string text = io::read_text_file(a.file);
+  IS_CHECK(!text.empty(), a.file, ": the file is empty");
+  const std::vector<int32_t> tokens = s.tokenizer->encode(text, true, false);
+  eval::PerplexityOptions o;
+  o.ctx = a.ctx;
+  o.max_windows = a.windows;
+  o.bos = s.tokenizer->add_bos() ? s.tokenizer->bos_id() : -1;
+  const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / std::max<int64_t>(a.ctx, 1),
+                                          a.windows > 0 ? a.windows : INT64_MAX);
+  ProgressBar bar("perplexity", std::max<int64_t>(total, 1), "windows");
+  const eval::PerplexityResult r = eval::perplexity(s.model(), tokens, o, nullptr, [&](int64_t done, int64_t, double ppl) {
+    bar.update(done, fmt::format("ppl {:.4f}", ppl));
+  });
+  bar.finish(fmt::format("ppl {:.4f}", r.ppl));
+  if (a.json) {
+    nlohmann::json j = {{"file", a.file},          {"tokens", tokens.size()},   {"ctx", a.ctx},
+                        {"windows", r.windows},    {"scored", r.scored},        {"ppl", r.ppl},
+                        {"mean_nll", r.mean_nll},  {"running_ppl", r.running_ppl},
+                        {"seconds", r.seconds},    {"tokens_per_second", r.tokens_per_second}};
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("file {}: {} tokens, {} windows of {} (scored {} predictions)\n", a.file, tokens.size(), r.windows, a.ctx,
+               r.scored);
+    fmt::print("perplexity {:.4f}  (mean NLL {:.5f}) in {:.1f} s, {:.1f} tokens/s\n", r.ppl, r.mean_nll, r.seconds,
+               r.tokens_per_second);
+  }
+  return 0;
+}
+
+CommandRegistrar reg("perplexity", "perplexity of a text file over fixed-size windows", [](CLI::App& app) {
+  auto a = std::make_shared<PerplexityArgs>();
+  add_model_option(app, a->model);
+  app.add_option("-f,--file", a->file, "text file")->required();
+  app.add_option("-c,--ctx", a->ctx, "window size in tokens")->capture_default_str();
+  app.add_option("--windows", a->windows, "evaluate at most this many windows (0 = all)")->capture_default_str();
+  app.add_flag("--json", a->json, "print the result as JSON");
+  return [a] { return run(*a); };
+});
+
+}  // namespace
+}  // namespace indexshare::cli
