@@ -2,7 +2,7 @@
 # On the H200 machine: builds the CUDA kernels (cmake -DINDEXSHARE_CUDA=ON, no network), runs the
 # CUDA tests, then the benchmarks (ours, then PyTorch on the same GPU) and prints the table.
 #
-#   scripts/h200.sh [--quick] [--skip-tests] [--sanitize] [--ncu] [--only SECTION]
+#   scripts/h200.sh [--quick] [--skip-tests] [--tests-only] [--sanitize] [--ncu] [--only SECTION]
 #
 # Logs and results go to $OUT (or out/h200). Build dependencies (fmt, nlohmann-json, CLI11,
 # GoogleTest, Google Benchmark, libpng) are taken from the system when present, else from
@@ -13,15 +13,16 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${OUT:-$root/out/h200}"
 build="${BUILD:-$root/build-h200}"
 debs="${DEBS:-$root/.deps/debs}"
-quick="" skip_tests="" sanitize="" ncu="" only=""
+quick="" skip_tests="" tests_only="" sanitize="" ncu="" only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --skip-tests) skip_tests=1 ;;
+    --tests-only) tests_only=1 ;;
     --sanitize) sanitize=1 ;;
     --ncu) ncu=1 ;;
     --only) only="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--skip-tests] [--sanitize] [--ncu] [--only SECTION]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--skip-tests] [--tests-only] [--sanitize] [--ncu] [--only SECTION]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -77,6 +78,7 @@ if [ -n "$sanitize" ]; then
   done
 fi
 
+[ -n "$tests_only" ] && exit $status
 if [ -n "$ncu" ]; then
   echo "== ncu: indexer score kernel, fp8 prefill (T 1024, L 64K) and decode (B 64, L 128K)"
   timeout 240 ncu --clock-control none -k regex:indexer_scores_kernel -c 2 \

@@ -16,6 +16,7 @@
 #include "cuda/runtime.h"
 #include "cuda_test_util.h"
 #include "indexer_inputs.h"
+#include "ops/indexer.h"
 
 namespace indexshare {
 namespace {
@@ -46,9 +47,38 @@ void run_case(const IndexerCase& c, uint64_t seed) {
     const int64_t sl = in.seq_len(b);
     std::vector<double> want, bound;
     in.reference(b, want, bound);
+    // The CPU op on the same decoded inputs: [T, sl].
+    const int D = cuda::kIndexerDim, H = c.H;
+    std::vector<float> qf(in.q_dec.begin() + b * T * H * D, in.q_dec.begin() + (b + 1) * T * H * D);
+    std::vector<float> kf(in.k_dec.begin() + b * L * D, in.k_dec.begin() + (b * L + sl) * D);
+    std::vector<float> wf(in.w_h.begin() + b * T * H, in.w_h.begin() + (b + 1) * T * H);
+    std::vector<float> qsf(in.qs_h.begin() + b * T * H, in.qs_h.begin() + (b + 1) * T * H);
+    std::vector<float> ksf;
+    if (fp8) ksf.assign(in.ks_h.begin() + b * L, in.ks_h.begin() + b * L + sl);
+    std::vector<float> cpu(static_cast<size_t>(T * sl));
+    ops::IndexerParams ip;
+    ip.q = qf.data();
+    ip.k = kf.data();
+    ip.weights = wf.data();
+    ip.q_scale = qsf.data();
+    ip.k_scale = fp8 ? ksf.data() : nullptr;
+    ip.scale = in.scale;
+    ip.T = T;
+    ip.L = sl;
+    ip.H = H;
+    ip.D = D;
+    ip.q_start = in.q_start(b);
+    if (sl > 0) ops::indexer_scores(ip, cpu.data());
     for (int64_t t = 0; t < T; ++t)
       for (int64_t s = 0; s < L; ++s) {
         const float got = out[(b * T + t) * ld + s];
+        if (s < sl) {
+          const double tolc = (fp8 ? 1e-4 : 1e-5) * bound[t * sl + s] + 1e-30;
+          if (want[t * sl + s] == -INFINITY)
+            ASSERT_EQ(cpu[t * sl + s], -std::numeric_limits<float>::infinity()) << "cpu op";
+          else
+            ASSERT_NEAR(got, cpu[t * sl + s], 2 * tolc) << "cpu op, b " << b << " t " << t << " s " << s;
+        }
         if (s >= sl || want[t * sl + s] == -INFINITY) {
           ASSERT_EQ(got, -std::numeric_limits<float>::infinity()) << "b " << b << " t " << t << " s " << s;
           continue;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <vector>
 
 #include "core/error.h"
@@ -14,6 +15,7 @@
 #include "cuda/topk.h"
 #include "cuda_test_util.h"
 #include "indexer_inputs.h"
+#include "ops/indexer_topk.h"
 
 namespace indexshare {
 namespace {
@@ -70,6 +72,42 @@ void run_case(const IndexerCase& c, int k, uint64_t seed) {
       const int64_t r = b * c.T + t;
       const std::string err = cudatest::check_topk_near_ties(row, sl, k, fi.data() + r * k, fc[r], tol);
       ASSERT_EQ(err, "") << "batch " << b << " row " << t;
+    }
+    // The CPU op (streaming indexer + top-k) on the same decoded inputs: overlap >= 0.99.
+    const int D = cuda::kIndexerDim, H = c.H;
+    const int64_t T = c.T;
+    std::vector<float> qf(in.q_dec.begin() + b * T * H * D, in.q_dec.begin() + (b + 1) * T * H * D);
+    std::vector<float> kf(in.k_dec.begin() + b * L * D, in.k_dec.begin() + (b * L + sl) * D);
+    std::vector<float> wf(in.w_h.begin() + b * T * H, in.w_h.begin() + (b + 1) * T * H);
+    std::vector<float> qsf(in.qs_h.begin() + b * T * H, in.qs_h.begin() + (b + 1) * T * H);
+    std::vector<float> ksf;
+    if (in.fp8()) ksf.assign(in.ks_h.begin() + b * L, in.ks_h.begin() + b * L + sl);
+    ops::IndexerParams ip;
+    ip.q = qf.data();
+    ip.k = kf.data();
+    ip.weights = wf.data();
+    ip.q_scale = qsf.data();
+    ip.k_scale = in.fp8() ? ksf.data() : nullptr;
+    ip.scale = in.scale;
+    ip.T = T;
+    ip.L = sl;
+    ip.H = H;
+    ip.D = D;
+    ip.q_start = in.q_start(b);
+    ops::IndexerTopkOptions o;
+    o.k = k;
+    std::vector<int32_t> ci(static_cast<size_t>(T) * k), cc(static_cast<size_t>(T));
+    ops::indexer_topk(ip, o, ci.data(), cc.data());
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t r = b * T + t;
+      ASSERT_EQ(fc[r], cc[t]) << "cpu op count, batch " << b << " row " << t;
+      std::vector<int32_t> a(fi.begin() + r * k, fi.begin() + r * k + fc[r]), e(ci.begin() + t * k, ci.begin() + t * k + cc[t]);
+      std::sort(a.begin(), a.end());
+      std::sort(e.begin(), e.end());
+      std::vector<int32_t> both;
+      std::set_intersection(a.begin(), a.end(), e.begin(), e.end(), std::back_inserter(both));
+      const double overlap = a.empty() ? 1.0 : static_cast<double>(both.size()) / a.size();
+      ASSERT_GE(overlap, 0.99) << "cpu op overlap, batch " << b << " row " << t;
     }
   }
 }

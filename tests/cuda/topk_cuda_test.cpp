@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "cuda/runtime.h"
 #include "cuda_test_util.h"
+#include "ops/topk.h"
 
 namespace indexshare {
 namespace {
@@ -48,8 +50,30 @@ void run_and_check(const std::vector<float>& scores, int64_t T, int64_t L, int64
   cuda::synchronize();
   const auto idx = download<int32_t>(d_idx, static_cast<size_t>(T) * k);
   const auto cnt = download<int32_t>(d_cnt, static_cast<size_t>(T));
+  // The CPU op on the same rows (it throws on NaN, which the GPU treats as masked).
+  std::vector<int32_t> cpu_idx(static_cast<size_t>(T) * k), cpu_cnt(static_cast<size_t>(T));
+  std::vector<char> cpu_ok(static_cast<size_t>(T), 0);
+  if (row_len.empty())
+    for (int64_t t = 0; t < T; ++t) {
+      if (std::any_of(scores.begin() + t * ld, scores.begin() + t * ld + L, [](float x) { return std::isnan(x); }))
+        continue;
+      ops::TopkParams cp;
+      cp.scores = scores.data() + t * ld;
+      cp.T = 1;
+      cp.L = L;
+      cp.ld = ld;
+      cp.k = k;
+      cp.indices = cpu_idx.data() + t * k;
+      cp.count = cpu_cnt.data() + t;
+      ops::topk(cp);
+      cpu_ok[t] = 1;
+    }
   std::vector<int32_t> want(k);
   for (int64_t t = 0; t < T; ++t) {
+    if (cpu_ok[t]) {
+      ASSERT_EQ(cnt[t], cpu_cnt[t]) << "cpu op, row " << t;
+      for (int i = 0; i < k; ++i) ASSERT_EQ(idx[t * k + i], cpu_idx[t * k + i]) << "cpu op, row " << t << " slot " << i;
+    }
     const int64_t len = row_len.empty() ? L : std::min<int64_t>(L, std::max(0, row_len[t]));
     const int n = ref::topk_row(scores.data() + t * ld, len, k, want.data());
     ASSERT_EQ(cnt[t], n) << "row " << t;
