@@ -20,8 +20,9 @@ using indexshare::testing::GgufWriter;
 using indexshare::testing::pattern_bytes;
 namespace t = indexshare::testing;
 
+// The GgufFile owns a copy, so temporaries are fine.
 GgufFile parse(const std::vector<uint8_t>& b, const std::string& name = "test.gguf") {
-  return GgufFile::parse(b, name);
+  return GgufFile::from_bytes(b, name);
 }
 
 // Expects parse to throw Error whose message contains every needle.
@@ -46,7 +47,7 @@ class AllTypes : public ::testing::TestWithParam<uint32_t> {};
 TEST_P(AllTypes, EveryValueTypeAndTensor) {
   const uint32_t version = GetParam();
   const auto bytes = t::sample_all_types(version);
-  const GgufFile f = parse(bytes);
+  const GgufFile f = GgufFile::parse(bytes, "test.gguf");  // views into `bytes`
   EXPECT_EQ(f.version(), version);
   EXPECT_EQ(f.alignment(), 32u);
   EXPECT_EQ(f.get_string("general.architecture"), "llama");

@@ -265,6 +265,13 @@ GgufFile GgufFile::open(const std::string& path) {
   return f;
 }
 
+GgufFile GgufFile::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
+  auto owned = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+  GgufFile f = parse(*owned, name);
+  f.owned_ = std::move(owned);
+  return f;
+}
+
 GgufFile GgufFile::parse(std::span<const uint8_t> bytes, const std::string& name) {
   GgufFile f;
   f.name_ = name;

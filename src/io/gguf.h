@@ -85,8 +85,11 @@ class GgufFile {
  public:
   // Opens and parses a file; throws Error naming the path and the problem.
   static GgufFile open(const std::string& path);
-  // Parses a buffer that the caller keeps alive (fuzzing, tests); `name` labels errors.
+  // Parses a buffer that the caller keeps alive as long as the GgufFile and every span or
+  // GgufArray taken from it (tensor data and arrays point into it); `name` labels errors.
   static GgufFile parse(std::span<const uint8_t> bytes, const std::string& name);
+  // Parses a buffer that the GgufFile then owns (tests, in-memory files).
+  static GgufFile from_bytes(std::vector<uint8_t> bytes, const std::string& name);
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
@@ -115,7 +118,8 @@ class GgufFile {
   const GgufTensorInfo& tensor(std::string_view name) const;       // Error if absent
 
  private:
-  std::shared_ptr<MappedFile> file_;  // null when parsing a caller-owned buffer
+  std::shared_ptr<MappedFile> file_;                  // set by open()
+  std::shared_ptr<const std::vector<uint8_t>> owned_;  // set by from_bytes()
   std::string name_;
   uint32_t version_ = 0;
   uint64_t alignment_ = kGgufDefaultAlignment;
