@@ -4,13 +4,6 @@
 # coverage instrumentation. Run: build-fuzz/fuzz/safetensors_fuzz -max_len=4096 fuzz/seeds/safetensors
 set(IS_ST_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
 set(IS_ST_SRC ${IS_ST_FUZZ_DIR}/../src)
-# clang 14 rejects __builtin_cpu_supports("f16c"): use the fuzz stand-in for cpu_features.cpp
-# (the GGUF fuzzer's one when present).
-if(EXISTS ${IS_ST_FUZZ_DIR}/cpu_features_fuzz.cpp)
-  set(IS_ST_CPU ${IS_ST_FUZZ_DIR}/cpu_features_fuzz.cpp)
-else()
-  set(IS_ST_CPU ${IS_ST_FUZZ_DIR}/scalar_cpu_features.cpp)
-endif()
 if(NOT DEFINED IS_FUZZ_FLAGS)
   set(IS_FUZZ_FLAGS -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
                     -fno-omit-frame-pointer -g)
@@ -20,7 +13,7 @@ add_executable(safetensors_fuzz
   ${IS_ST_SRC}/io/safetensors.cpp
   ${IS_ST_SRC}/io/mapped_file.cpp
   ${IS_ST_SRC}/core/dtype.cpp
-  ${IS_ST_CPU})
+  ${IS_ST_FUZZ_DIR}/cpu_features_fuzz.cpp)  # clang 14 lacks __builtin_cpu_supports("f16c")
 target_include_directories(safetensors_fuzz PRIVATE ${IS_ST_SRC})
 target_link_libraries(safetensors_fuzz PRIVATE nlohmann_json::nlohmann_json)
 target_compile_options(safetensors_fuzz PRIVATE ${IS_FUZZ_FLAGS})

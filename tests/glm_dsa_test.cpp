@@ -363,53 +363,13 @@ std::string glm52_config(int layers) {
   "index_topk_freq": 4, "index_skip_topk_offset": 3, "tie_word_embeddings": false})";
 }
 
-// Every tensor a config needs (all layers with an indexer), small random values.
-std::vector<std::pair<std::string, std::vector<int64_t>>> all_tensor_shapes(const model::GlmDsaConfig& c) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  const int64_t d = c.hidden_size, h = c.num_heads;
-  out.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
-  out.push_back({"model.norm.weight", {d}});
-  out.push_back({"lm_head.weight", {c.vocab_size, d}});
-  for (int l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l), a = p + ".self_attn";
-    out.push_back({p + ".input_layernorm.weight", {d}});
-    out.push_back({p + ".post_attention_layernorm.weight", {d}});
-    out.push_back({a + ".q_a_proj.weight", {c.q_lora_rank, d}});
-    out.push_back({a + ".q_a_layernorm.weight", {c.q_lora_rank}});
-    out.push_back({a + ".q_b_proj.weight", {h * c.qk_head_dim(), c.q_lora_rank}});
-    out.push_back({a + ".kv_a_proj_with_mqa.weight", {c.latent_dim(), d}});
-    out.push_back({a + ".kv_a_layernorm.weight", {c.kv_lora_rank}});
-    out.push_back({a + ".kv_b_proj.weight", {h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}});
-    out.push_back({a + ".o_proj.weight", {d, h * c.v_head_dim}});
-    out.push_back({a + ".indexer.wq_b.weight", {c.index_n_heads * c.index_head_dim, c.q_lora_rank}});
-    out.push_back({a + ".indexer.wk.weight", {c.index_head_dim, d}});
-    out.push_back({a + ".indexer.k_norm.weight", {c.index_head_dim}});
-    out.push_back({a + ".indexer.k_norm.bias", {c.index_head_dim}});
-    out.push_back({a + ".indexer.weights_proj.weight", {c.index_n_heads, d}});
-    auto mlp = [&](const std::string& q, int64_t w) {
-      out.push_back({q + ".gate_proj.weight", {w, d}});
-      out.push_back({q + ".up_proj.weight", {w, d}});
-      out.push_back({q + ".down_proj.weight", {d, w}});
-    };
-    if (!c.moe_layer[static_cast<size_t>(l)]) {
-      mlp(p + ".mlp", c.intermediate_size);
-    } else {
-      out.push_back({p + ".mlp.gate.weight", {c.n_routed_experts, d}});
-      out.push_back({p + ".mlp.gate.e_score_correction_bias", {c.n_routed_experts}});
-      for (int e = 0; e < c.n_routed_experts; ++e) mlp(p + ".mlp.experts." + std::to_string(e), c.moe_intermediate_size);
-      mlp(p + ".mlp.shared_experts", c.moe_intermediate_size * c.n_shared_experts);
-    }
-  }
-  return out;
-}
-
 void write_synthetic(const model::GlmDsaConfig& c, const std::string& path,
                      const std::function<bool(std::string&, std::vector<int64_t>&)>& edit) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 0.3f);
   std::vector<std::vector<float>> data;
   std::vector<io::StWriteTensor> ws;
-  auto shapes = all_tensor_shapes(c);
+  auto shapes = model::glm_dsa_tensor_shapes(c, true);
   data.reserve(shapes.size());
   for (auto& [n, s] : shapes) {
     if (!edit(n, s)) continue;

@@ -165,6 +165,52 @@ void linear(const Linear& l, const float* x, int64_t T, float* y) {
       for (int64_t o = 0; o < l.out; ++o) y[t * l.out + o] += l.b[static_cast<size_t>(o)];
 }
 
+std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(const GlmDsaConfig& c,
+                                                                                bool s_layer_indexers) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  const int64_t d = c.hidden_size, h = c.num_heads;
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l), a = p + ".self_attn";
+    out.push_back({p + ".input_layernorm.weight", {d}});
+    out.push_back({p + ".post_attention_layernorm.weight", {d}});
+    out.push_back({a + ".q_a_proj.weight", {c.q_lora_rank, d}});
+    if (c.attention_bias) out.push_back({a + ".q_a_proj.bias", {c.q_lora_rank}});
+    out.push_back({a + ".q_a_layernorm.weight", {c.q_lora_rank}});
+    out.push_back({a + ".q_b_proj.weight", {h * c.qk_head_dim(), c.q_lora_rank}});
+    out.push_back({a + ".kv_a_proj_with_mqa.weight", {c.latent_dim(), d}});
+    if (c.attention_bias) out.push_back({a + ".kv_a_proj_with_mqa.bias", {c.latent_dim()}});
+    out.push_back({a + ".kv_a_layernorm.weight", {c.kv_lora_rank}});
+    out.push_back({a + ".kv_b_proj.weight", {h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}});
+    out.push_back({a + ".o_proj.weight", {d, h * c.v_head_dim}});
+    if (c.attention_bias) out.push_back({a + ".o_proj.bias", {d}});
+    if (c.schedule.is_full(l) || s_layer_indexers) {
+      const int64_t hi = c.index_n_heads, di = c.index_head_dim;
+      out.push_back({a + ".indexer.wq_b.weight", {hi * di, c.q_lora_rank}});
+      out.push_back({a + ".indexer.wk.weight", {di, d}});
+      out.push_back({a + ".indexer.k_norm.weight", {di}});
+      out.push_back({a + ".indexer.k_norm.bias", {di}});
+      out.push_back({a + ".indexer.weights_proj.weight", {hi, d}});
+    }
+    auto mlp = [&](const std::string& q, int64_t w) {
+      out.push_back({q + ".gate_proj.weight", {w, d}});
+      out.push_back({q + ".up_proj.weight", {w, d}});
+      out.push_back({q + ".down_proj.weight", {d, w}});
+    };
+    if (!c.moe_layer[static_cast<size_t>(l)]) {
+      mlp(p + ".mlp", c.intermediate_size);
+    } else {
+      out.push_back({p + ".mlp.gate.weight", {c.n_routed_experts, d}});
+      out.push_back({p + ".mlp.gate.e_score_correction_bias", {c.n_routed_experts}});
+      for (int e = 0; e < c.n_routed_experts; ++e) mlp(p + ".mlp.experts." + std::to_string(e), c.moe_intermediate_size);
+      if (c.n_shared_experts > 0) mlp(p + ".mlp.shared_experts", c.moe_intermediate_size * c.n_shared_experts);
+    }
+  }
+  out.push_back({"model.norm.weight", {d}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, d}});
+  return out;
+}
+
 GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& src,
                                    std::vector<std::string>* warnings) {
   c.validate();

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/glm_dsa_config.h"
@@ -81,6 +82,12 @@ struct GlmDsaWeights {
   std::vector<float> final_norm;  // [hidden]
   Linear lm_head;                 // [vocab, hidden] (a copy of embed when tied)
 };
+
+// Every tensor name and shape a checkpoint of `c` holds in the per-expert layout, the indexer
+// tensors of S layers included when `s_layer_indexers` (as DeepSeek / GLM-5 checkpoints run with
+// a sharing override have them); for synthetic models, tests and benchmarks.
+std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(const GlmDsaConfig& c,
+                                                                                bool s_layer_indexers);
 
 // Loads everything `c` needs; appends one message per warning to `warnings` (nullable).
 GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& src,
