@@ -19,17 +19,19 @@ constexpr uint32_t kAlphabetEnd = 256 + 68;  // every stand-in code point is bel
 struct ByteAlphabet {
   std::array<uint32_t, 256> to_cp{};
   std::array<int16_t, kAlphabetEnd> from_cp{};  // -1: stands for no byte
-  ByteAlphabet() {
-    from_cp.fill(-1);
-    uint32_t next = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      to_cp[b] = printable ? b : next++;
-      from_cp[to_cp[b]] = static_cast<int16_t>(b);
-    }
-  }
 };
-const ByteAlphabet kAlphabet;
+constexpr ByteAlphabet make_alphabet() {
+  ByteAlphabet a;
+  a.from_cp.fill(-1);
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    a.to_cp[b] = printable ? b : next++;
+    a.from_cp[a.to_cp[b]] = static_cast<int16_t>(b);
+  }
+  return a;
+}
+constexpr ByteAlphabet kAlphabet = make_alphabet();
 
 // Token bytes for a byte-level token text; false when a code point is not in the alphabet
 // or the text is not UTF-8.
