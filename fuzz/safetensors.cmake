@@ -13,7 +13,7 @@ add_executable(safetensors_fuzz
   ${IS_ST_SRC}/io/safetensors.cpp
   ${IS_ST_SRC}/io/mapped_file.cpp
   ${IS_ST_SRC}/core/dtype.cpp
-  ${IS_ST_FUZZ_DIR}/cpu_features_fuzz.cpp)  # clang 14 lacks __builtin_cpu_supports("f16c")
+  ${IS_ST_SRC}/core/cpu_features.cpp)
 target_include_directories(safetensors_fuzz PRIVATE ${IS_ST_SRC})
 target_link_libraries(safetensors_fuzz PRIVATE nlohmann_json::nlohmann_json)
 target_compile_options(safetensors_fuzz PRIVATE ${IS_FUZZ_FLAGS})

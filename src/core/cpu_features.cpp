@@ -1,5 +1,7 @@
 #include "core/cpu_features.h"
 
+#include <cpuid.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -7,13 +9,26 @@
 namespace indexshare {
 namespace {
 
+// Reads CPUID directly (GCC and clang both provide <cpuid.h>; clang 14's
+// __builtin_cpu_supports does not know "f16c"). AVX needs the OS to save YMM state (XGETBV).
 CpuFeatures detect() {
   CpuFeatures f;
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  f.avx2 = __builtin_cpu_supports("avx2");
-  f.fma = __builtin_cpu_supports("fma");
-  f.f16c = __builtin_cpu_supports("f16c");
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = (c & (1u << 27)) != 0;
+  const bool avx = (c & (1u << 28)) != 0;
+  bool ymm_saved = false;
+  if (osxsave) {
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    ymm_saved = (lo & 0x6u) == 0x6u;
+  }
+  const bool avx_ok = avx && ymm_saved;
+  f.fma = avx_ok && (c & (1u << 12)) != 0;
+  f.f16c = avx_ok && (c & (1u << 29)) != 0;
+  unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0;
+  if (__get_cpuid_count(7, 0, &a7, &b7, &c7, &d7)) f.avx2 = avx_ok && (b7 & (1u << 5)) != 0;
 #endif
   return f;
 }
