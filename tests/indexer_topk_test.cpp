@@ -154,7 +154,7 @@ TEST(IndexerTopk, ExactDataMatchesFloat64ReferenceWithTies) {
       for (int64_t s = 0; s < in.p.L; ++s)
         tied += scores.score[static_cast<size_t>(t * in.p.L + s)] == kth;
     }
-    EXPECT_GT(tied, 2 * in.p.T);
+    EXPECT_GT(tied, in.p.T);  // each row counts its k-th itself; more means real ties
     const Sel got = streaming(in.p, {k, 512, 4});
     EXPECT_EQ(got.idx, want.idx);
     EXPECT_EQ(got.count, want.count);
