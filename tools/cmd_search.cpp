@@ -29,8 +29,9 @@ struct SearchArgs {
   bool json = false;
 };
 
-void print_row(int step, const std::string& layer, int num_full, double loss, double all_full) {
-  fmt::print("{:>4}  {:>5}  {:>3}  {:>9.5f}  {:>+10.5f}\n", step, layer, num_full, loss, loss - all_full);
+void print_row(int step, const std::string& layer, int num_full, double loss, double all_full, double seconds) {
+  fmt::print("{:>4}  {:>5}  {:>3}  {:>9.5f}  {:>+10.5f}  {:>8.1f}\n", step, layer, num_full, loss, loss - all_full,
+             seconds);
 }
 
 int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
@@ -65,7 +66,7 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
   for (int f = N; f > keep; --f) total += static_cast<int64_t>(f - 1) * a.windows;
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   ProgressBar bar("search", total, "evals");
-  if (!a.json) fmt::print("{:>4}  {:>5}  {:>3}  {:>9}  {:>10}\n", "step", "layer", "F", "loss", "Δ vs all-F");
+  if (!a.json) fmt::print("{:>4}  {:>5}  {:>3}  {:>9}  {:>10}  {:>8}\n", "step", "layer", "F", "loss", "Δ vs all-F", "step s");
   train::PatternSearchOptions o;
   o.keep = keep;
   o.topk = topk;
@@ -80,9 +81,9 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
       if (tty) fmt::print(stderr, "\r\x1b[K");
       if (steps_done == 0) {
         all_full = st->base_loss;
-        print_row(0, "-", N, all_full, all_full);
+        print_row(0, "-", N, all_full, all_full, 0.0);
       }
-      print_row(steps_done + 1, std::to_string(st->layer), st->num_full, st->loss, all_full);
+      print_row(steps_done + 1, std::to_string(st->layer), st->num_full, st->loss, all_full, st->seconds);
       std::fflush(stdout);
     }
     ++steps_done;
@@ -119,7 +120,7 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  if (r.steps.empty()) print_row(0, "-", N, r.all_full_loss, r.all_full_loss);
+  if (r.steps.empty()) print_row(0, "-", N, r.all_full_loss, r.all_full_loss, r.seconds);
   fmt::print("\nsearched {}  loss {:.5f} ({:+.5f} vs all-F)\n", r.pattern, final_loss, final_loss - r.all_full_loss);
   fmt::print("uniform  {}  loss {:.5f} ({:+.5f} vs all-F)\n", uniform, uniform_loss, uniform_loss - r.all_full_loss);
   fmt::print("{} candidate patterns x {} windows, {} layer runs with the prefix cache ({} without), {:.1f} s\n",
