@@ -174,4 +174,90 @@ void LlamaModel::forward(const int32_t* tokens, int64_t T, KvCache& cache, float
   matmul(w_.output, h.data(), rows, logits);
 }
 
+void LlamaModel::embed_tokens(const int32_t* tokens, int64_t T, float* x) const {
+  IS_CHECK(T >= 0, "llama embed_tokens: negative row count ", T);
+  IS_CHECK(T == 0 || (tokens != nullptr && x != nullptr), "llama embed_tokens: tokens or x is null");
+  embed(tokens, T, x);
+}
+
+// The layer loop of forward() on a caller's hidden state; kept step for step the same as
+// forward() so that the two agree bit for bit (tests/llama_step_test.cpp checks it).
+void LlamaModel::forward_layers(int first, int end, float* x_io, int64_t T, int64_t pos0, KvCache& cache,
+                                AttentionBackend* backend) const {
+  IS_CHECK(0 <= first && first <= end && end <= cfg_.n_layers, "llama forward_layers: layer range [", first, ", ", end,
+           ") outside [0, ", cfg_.n_layers, "]");
+  IS_CHECK(T > 0, "llama forward_layers: empty input (no rows)");
+  IS_CHECK(x_io != nullptr, "llama forward_layers: x is null");
+  IS_CHECK(pos0 >= 0, "llama forward_layers: negative pos0 ", pos0);
+  IS_CHECK(cache.capacity > 0 && static_cast<int>(cache.k.size()) == cfg_.n_layers,
+           "llama forward_layers: the KV cache was not reset for this model");
+  IS_CHECK(pos0 + T <= cache.capacity, "llama forward_layers: positions ", pos0, " + ", T,
+           " rows exceed the cache capacity of ", cache.capacity);
+  const int64_t d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, Dh = cfg_.head_dim;
+  const int64_t qd = H * Dh, kd = Hkv * Dh, F = cfg_.ffn_dim;
+  const int64_t L = pos0 + T;
+  const size_t n = static_cast<size_t>(T * d);
+
+  std::vector<float> h(n);
+  std::vector<float> q(static_cast<size_t>(T * qd)), att(static_cast<size_t>(T * qd));
+  std::vector<float> g(static_cast<size_t>(T * F)), u(static_cast<size_t>(T * F));
+
+  ops::RopeParams rp;
+  rp.pos0 = pos0;
+  rp.T = T;
+  rp.head_dim = static_cast<int>(Dh);
+  rp.rot_offset = 0;
+  rp.rot_dim = static_cast<int>(Dh);
+  rp.theta = cfg_.rope_theta;
+  rp.pairing = ops::RopePairing::kInterleaved;
+
+  for (int l = first; l < end; ++l) {
+    const auto& W = w_.layers[static_cast<size_t>(l)];
+    ops::rms_norm({.x = x_io, .weight = W.attn_norm, .y = h.data(), .T = T, .n = d, .eps = cfg_.rms_eps});
+    matmul(W.wq, h.data(), T, q.data());
+    float* kc = cache.k[static_cast<size_t>(l)].data() + pos0 * kd;
+    float* vc = cache.v[static_cast<size_t>(l)].data() + pos0 * kd;
+    matmul(W.wk, h.data(), T, kc);
+    matmul(W.wv, h.data(), T, vc);
+    rp.x = q.data();
+    rp.H = static_cast<int>(H);
+    ops::rope(rp);
+    rp.x = kc;
+    rp.H = static_cast<int>(Hkv);
+    ops::rope(rp);
+
+    AttentionCall a;
+    a.layer = l;
+    a.T = T;
+    a.pos0 = pos0;
+    a.L = L;
+    a.x_norm = h.data();
+    a.q = q.data();
+    a.k = cache.k[static_cast<size_t>(l)].data();
+    a.v = cache.v[static_cast<size_t>(l)].data();
+    a.out = att.data();
+    a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
+    if (!backend || !backend->attend(a)) dense(a, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(Dh));
+
+    matmul(W.wo, att.data(), T, h.data());
+    for (size_t i = 0; i < n; ++i) x_io[i] += h[i];
+
+    ops::rms_norm({.x = x_io, .weight = W.ffn_norm, .y = h.data(), .T = T, .n = d, .eps = cfg_.rms_eps});
+    matmul(W.w_gate, h.data(), T, g.data());
+    matmul(W.w_up, h.data(), T, u.data());
+    ops::swiglu(g.data(), u.data(), g.data(), T * F);
+    matmul(W.w_down, g.data(), T, h.data());
+    for (size_t i = 0; i < n; ++i) x_io[i] += h[i];
+  }
+}
+
+void LlamaModel::output_logits(const float* x, int64_t rows, float* logits) const {
+  IS_CHECK(rows >= 0, "llama output_logits: negative row count ", rows);
+  if (rows == 0) return;
+  IS_CHECK(x != nullptr && logits != nullptr, "llama output_logits: x or logits is null");
+  std::vector<float> h(static_cast<size_t>(rows * cfg_.d_model));
+  ops::rms_norm({.x = x, .weight = w_.output_norm, .y = h.data(), .T = rows, .n = cfg_.d_model, .eps = cfg_.rms_eps});
+  matmul(w_.output, h.data(), rows, logits);
+}
+
 }  // namespace indexshare::model

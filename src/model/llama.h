@@ -92,6 +92,21 @@ class LlamaModel {
   void forward(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
                AttentionBackend* backend = nullptr) const;
 
+  // Step-wise forward, for callers that resume a forward from a saved hidden state (the sharing-
+  // pattern search). embed_tokens(), then forward_layers(0, n_layers), then output_logits() on
+  // every row computes what forward() does, bit for bit.
+  //   embed_tokens:   x [T, d_model] = the token embeddings.
+  //   forward_layers: runs decoder layers [first, end) in place on x [T, d_model], the hidden state
+  //                   entering layer `first` of the rows at positions pos0 .. pos0 + T - 1; writes
+  //                   those rows' K/V of these layers into the cache (K/V of earlier positions must
+  //                   be there already) and calls the backend for their attention. It does not
+  //                   change cache.length.
+  //   output_logits:  logits [rows, vocab] of the final hidden rows x [rows, d_model].
+  void embed_tokens(const int32_t* tokens, int64_t T, float* x) const;
+  void forward_layers(int first, int end, float* x, int64_t T, int64_t pos0, KvCache& cache,
+                      AttentionBackend* backend = nullptr) const;
+  void output_logits(const float* x, int64_t rows, float* logits) const;
+
   // Dense attention for one call (also what a hook can fall back to).
   static void dense(const AttentionCall& a, int n_heads, int n_kv_heads, int head_dim);
 

@@ -53,6 +53,15 @@ void LlamaDsaBackend::begin_sequence() {
   topk_pos0_ = -1;
 }
 
+void LlamaDsaBackend::restore_shared_topk(DsaSharedTopk s) {
+  IS_CHECK(s.rows >= 0, "DSA restore_shared_topk: negative row count ", s.rows);
+  IS_CHECK(static_cast<int64_t>(s.indices.size()) == s.rows * opt_.topk, "DSA restore_shared_topk: ",
+           s.indices.size(), " indices for ", s.rows, " rows of top-", opt_.topk);
+  topk_ = std::move(s.indices);
+  topk_rows_ = s.rows;
+  topk_pos0_ = s.pos0;
+}
+
 void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w,
                                           std::vector<float>& kcache, int32_t* out) {
   const auto& c = w.cfg;

@@ -66,6 +66,13 @@ struct DsaCounters {
   double attention_seconds = 0.0;
 };
 
+// The shared top-k buffer as the last F layer of the current forward call left it.
+struct DsaSharedTopk {
+  std::vector<int32_t> indices;  // [rows, topk], -1 = empty slot
+  int64_t rows = 0;
+  int64_t pos0 = -1;             // -1: no F layer has run since begin_sequence()
+};
+
 class LlamaDsaBackend : public AttentionBackend {
  public:
   LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt);
@@ -79,6 +86,12 @@ class LlamaDsaBackend : public AttentionBackend {
   // Bytes of indexer state (indexer-K cache) held for a layer: 0 for S layers.
   size_t indexer_state_bytes(int layer) const;
   const DsaOptions& options() const { return opt_; }
+
+  // Save and restore the shared top-k buffer: a caller that resumes a forward at layer l from a
+  // saved hidden state (LlamaModel::forward_layers) restores the buffer the F layer before l left,
+  // and the S layers from l on reuse it as in an unbroken forward.
+  DsaSharedTopk shared_topk() const { return {topk_, topk_rows_, topk_pos0_}; }
+  void restore_shared_topk(DsaSharedTopk s);
 
  private:
   void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w, std::vector<float>& kcache,
