@@ -1,5 +1,7 @@
 // Runs the built `indexshare cost` command and checks what it prints.
 #include <gtest/gtest.h>
+
+#include "run_tool.h"
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -9,24 +11,7 @@
 
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-// Runs the tool with `args` (shell syntax); `redirect` decides what is captured.
-RunResult run_tool(const std::string& args, const std::string& redirect) {
-  const std::string cmd = std::string("\"") + INDEXSHARE_TOOL + "\" " + args + " " + redirect;
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using indexshare::testing_util::run_tool;
 
 TEST(CmdCost, JsonRatioAt1MIsInTheBand) {
   const auto r = run_tool("cost --preset glm5.2 --context 1048576 --json", "2>/dev/null");

@@ -1,10 +1,13 @@
 // Runs the built `indexshare dsa-run` on a golden fixture and checks its perplexity and greedy
 // token against values computed here from transformers' reference logits.
 #include <gtest/gtest.h>
+
+#include "run_tool.h"
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -13,23 +16,7 @@
 
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-RunResult run_tool(const std::string& args, const std::string& redirect) {
-  const std::string cmd = std::string("\"") + INDEXSHARE_TOOL + "\" " + args + " " + redirect;
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using indexshare::testing_util::run_tool;
 
 const std::string kFx = std::string(INDEXSHARE_SOURCE_DIR) + "/tests/data/dsa_fixtures/glm_moe_dsa";
 
@@ -79,6 +66,44 @@ TEST(CmdDsaRun, BadArgumentsFail) {
   EXPECT_NE(r.out.find("token id 999"), std::string::npos) << r.out;
   r = run_tool("dsa-run --model /nonexistent --tokens 1,2 --perplexity", "2>&1");
   EXPECT_NE(r.exit_code, 0);
+}
+
+}  // namespace
+
+namespace {
+
+
+// `generate` and `perplexity` accept a DSA model directory (config.json + safetensors) and take
+// token ids, since such a directory has no tokenizer.
+TEST(CmdDsaRun, GenerateAndPerplexityAcceptAModelDirectory) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "indexshare_dsa_dir_test";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(kFx + "/types_glm52/config.json", dir / "config.json");
+  fs::copy_file(kFx + "/model.safetensors", dir / "model.safetensors");
+  const auto ids = indexshare::io::SafetensorsFile::open(kFx + "/types_glm52/ref.safetensors").read_i64("input_ids");
+  std::string list;
+  for (int64_t v : ids) list += std::to_string(v) + " ";
+  {
+    std::ofstream(dir / "ids.txt") << list;
+  }
+  const auto direct = run_tool("dsa-run --model '" + dir.string() + "' --tokens-file '" + (dir / "ids.txt").string() +
+                                   "' --perplexity --json", "2>/dev/null");
+  const auto via = run_tool("perplexity -m '" + dir.string() + "' -f '" + (dir / "ids.txt").string() + "' --json",
+                            "2>/dev/null");
+  ASSERT_EQ(direct.exit_code, 0) << direct.out;
+  ASSERT_EQ(via.exit_code, 0) << via.out;
+  const auto jd = nlohmann::json::parse(direct.out), jv = nlohmann::json::parse(via.out);
+  EXPECT_EQ(jv["perplexity"], jd["perplexity"]);
+  EXPECT_EQ(jv["predictions"], jd["predictions"]);
+  EXPECT_EQ(jv["indexer_calls"], jd["indexer_calls"]);
+  const auto gen = run_tool("generate -m '" + dir.string() + "' --tokens '1 2 3' -n 2", "2>&1");
+  EXPECT_EQ(gen.exit_code, 0) << gen.out;
+  const auto bad = run_tool("generate -m '" + dir.string() + "' -p hello", "2>&1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("without a tokenizer"), std::string::npos) << bad.out;
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // a one-step search in JSON, and the errors for bad arguments, an indexer file made for another
 // model or a training-aware one, and a corpus with no text.
 #include <gtest/gtest.h>
+
+#include "run_tool.h"
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -16,27 +18,11 @@
 
 namespace {
 
+using indexshare::testing_util::run_tool;
+
 namespace fs = std::filesystem;
 using indexshare::model::IndexerSet;
 using indexshare::model::LearnedIndexerWeights;
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-RunResult run_tool(const std::string& args, const std::string& redirect) {
-  const std::string cmd = std::string("\"") + INDEXSHARE_TOOL + "\" " + args + " " + redirect;
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 // Small random indexers for every layer (or only the F layers of `only`), tagged with `fingerprint`.
 std::string write_indexers(const std::string& name, int layers, int d_model, const std::string& fingerprint,

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "command.h"
+#include "dsa_run.h"
 #include "core/error.h"
 #include "io/glm_dsa_loader.h"
 #include "io/mapped_file.h"
@@ -19,13 +20,6 @@ namespace indexshare::cli {
 namespace {
 
 using nlohmann::json;
-
-struct DsaRunArgs {
-  std::string model_dir, config, weights, tokens, tokens_file;
-  int generate = 0;
-  bool perplexity = false;
-  bool json = false;
-};
 
 // Ids separated by commas and/or whitespace.
 std::vector<int32_t> parse_ids(const std::string& text, const std::string& what) {
@@ -53,7 +47,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-int run(const DsaRunArgs& a) {
+}  // namespace
+
+int run_dsa_model(const DsaRunArgs& a) {
   IS_CHECK(!a.model_dir.empty() || (!a.config.empty() && !a.weights.empty()),
            "give --model DIR, or --config FILE and --weights PATH");
   IS_CHECK(a.tokens.empty() != a.tokens_file.empty(), "give exactly one of --tokens and --tokens-file");
@@ -140,6 +136,8 @@ int run(const DsaRunArgs& a) {
   return 0;
 }
 
+namespace {
+
 CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token ids (perplexity, greedy generation)",
                      [](CLI::App& app) {
                        auto a = std::make_shared<DsaRunArgs>();
@@ -152,7 +150,7 @@ CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token
                            ->check(CLI::NonNegativeNumber);
                        app.add_flag("--perplexity", a->perplexity, "mean NLL / perplexity of the ids");
                        app.add_flag("--json", a->json, "print JSON");
-                       return [a] { return run(*a); };
+                       return [a] { return run_dsa_model(*a); };
                      });
 
 }  // namespace

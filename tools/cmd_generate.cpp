@@ -5,6 +5,9 @@
 #include <cstdio>
 
 #include "command.h"
+#include "dsa_run.h"
+
+#include <filesystem>
 #include "core/error.h"
 #include "model/sampler.h"
 #include "model_session.h"
@@ -27,7 +30,7 @@ size_t complete_utf8_prefix(const std::string& s) {
 }
 
 struct GenerateArgs {
-  std::string model, prompt, system;
+  std::string model, prompt, system, tokens;
   bool chat = false;
   int max_tokens = 64;
   int64_t ctx = 0;
@@ -35,6 +38,12 @@ struct GenerateArgs {
 };
 
 int run(const GenerateArgs& a) {
+  if (std::filesystem::is_directory(a.model)) {  // a DSA-native model: token ids in, greedy out
+    IS_CHECK(!a.tokens.empty(), "generate: ", a.model, " is a model directory without a tokenizer; give --tokens IDS");
+    IS_CHECK(a.sampling.temperature == 0.0f, "generate: model directories are decoded greedily (--temp 0)");
+    return run_dsa_model({.model_dir = a.model, .tokens = a.tokens, .generate = a.max_tokens});
+  }
+  IS_CHECK(a.tokens.empty(), "generate: --tokens is for model directories; give --prompt TEXT for a GGUF model");
   IS_CHECK(!a.prompt.empty(), "generate: the prompt is empty (give --prompt TEXT)");
   IS_CHECK(a.max_tokens >= 0, "generate: --max-tokens must be >= 0");
   ModelSession s = load_model_session(a.model);
@@ -93,7 +102,8 @@ int run(const GenerateArgs& a) {
 CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model", [](CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   add_model_option(app, a->model);
-  app.add_option("-p,--prompt", a->prompt, "prompt text")->required();
+  app.add_option("-p,--prompt", a->prompt, "prompt text");
+  app.add_option("--tokens", a->tokens, "prompt token ids (for a model directory without a tokenizer)");
   app.add_flag("--chat", a->chat, "wrap the prompt in the model's chat template");
   app.add_option("--system", a->system, "system message for --chat");
   app.add_option("-n,--max-tokens", a->max_tokens, "tokens to generate")->capture_default_str();

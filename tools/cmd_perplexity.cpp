@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "dsa_run.h"
+
+#include <filesystem>
 #include "core/error.h"
 #include "eval/perplexity.h"
 #include "io/mapped_file.h"
@@ -21,6 +24,8 @@ struct PerplexityArgs {
 };
 
 int run(const PerplexityArgs& a) {
+  if (std::filesystem::is_directory(a.model))  // a DSA-native model: --file holds token ids
+    return run_dsa_model({.model_dir = a.model, .tokens_file = a.file, .perplexity = true, .json = a.json});
   ModelSession s = load_model_session(a.model);
   const std::string text = io::read_text_file(a.file);
   IS_CHECK(!text.empty(), a.file, ": the file is empty");
@@ -54,7 +59,7 @@ int run(const PerplexityArgs& a) {
 CommandRegistrar reg("perplexity", "perplexity of a text file over fixed-size windows", [](CLI::App& app) {
   auto a = std::make_shared<PerplexityArgs>();
   add_model_option(app, a->model);
-  app.add_option("-f,--file", a->file, "text file")->required();
+  app.add_option("-f,--file", a->file, "text file (token ids for a model directory without a tokenizer)")->required();
   app.add_option("-c,--ctx", a->ctx, "window size in tokens")->capture_default_str();
   app.add_option("--windows", a->windows, "evaluate at most this many windows (0 = all)")->capture_default_str();
   app.add_flag("--json", a->json, "print the result as JSON");
