@@ -110,68 +110,14 @@ void LlamaModel::forward(const int32_t* tokens, int64_t T, KvCache& cache, float
   IS_CHECK(cache.length + T <= cache.capacity, "llama forward: ", cache.length, " cached + ", T,
            " new tokens exceed the cache capacity of ", cache.capacity, " (the model's limit is ",
            cfg_.context_length, ")");
-  const int64_t d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, Dh = cfg_.head_dim;
-  const int64_t qd = H * Dh, kd = Hkv * Dh, F = cfg_.ffn_dim;
-  const int64_t pos0 = cache.length, L = pos0 + T;
-
-  std::vector<float> x(static_cast<size_t>(T * d)), h(static_cast<size_t>(T * d));
-  std::vector<float> q(static_cast<size_t>(T * qd)), att(static_cast<size_t>(T * qd));
-  std::vector<float> g(static_cast<size_t>(T * F)), u(static_cast<size_t>(T * F));
+  const int64_t d = cfg_.d_model;
+  std::vector<float> x(static_cast<size_t>(T * d));
   embed(tokens, T, x.data());
-
-  ops::RopeParams rp;
-  rp.pos0 = pos0;
-  rp.T = T;
-  rp.head_dim = static_cast<int>(Dh);
-  rp.rot_offset = 0;
-  rp.rot_dim = static_cast<int>(Dh);
-  rp.theta = cfg_.rope_theta;
-  rp.pairing = ops::RopePairing::kInterleaved;  // GGUF permutes Q/K rows into adjacent pairs
-
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const auto& W = w_.layers[static_cast<size_t>(l)];
-    ops::rms_norm({.x = x.data(), .weight = W.attn_norm, .y = h.data(), .T = T, .n = d, .eps = cfg_.rms_eps});
-    matmul(W.wq, h.data(), T, q.data());
-    float* kc = cache.k[static_cast<size_t>(l)].data() + pos0 * kd;
-    float* vc = cache.v[static_cast<size_t>(l)].data() + pos0 * kd;
-    matmul(W.wk, h.data(), T, kc);
-    matmul(W.wv, h.data(), T, vc);
-    rp.x = q.data();
-    rp.H = static_cast<int>(H);
-    ops::rope(rp);
-    rp.x = kc;
-    rp.H = static_cast<int>(Hkv);
-    ops::rope(rp);
-
-    AttentionCall a;
-    a.layer = l;
-    a.T = T;
-    a.pos0 = pos0;
-    a.L = L;
-    a.x_norm = h.data();
-    a.q = q.data();
-    a.k = cache.k[static_cast<size_t>(l)].data();
-    a.v = cache.v[static_cast<size_t>(l)].data();
-    a.out = att.data();
-    a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
-    if (!backend || !backend->attend(a)) dense(a, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(Dh));
-
-    matmul(W.wo, att.data(), T, h.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += h[i];
-
-    ops::rms_norm({.x = x.data(), .weight = W.ffn_norm, .y = h.data(), .T = T, .n = d, .eps = cfg_.rms_eps});
-    matmul(W.w_gate, h.data(), T, g.data());
-    matmul(W.w_up, h.data(), T, u.data());
-    ops::swiglu(g.data(), u.data(), g.data(), T * F);
-    matmul(W.w_down, g.data(), T, h.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += h[i];
-  }
-  cache.length = L;
+  forward_layers(0, cfg_.n_layers, x.data(), T, cache.length, cache, backend);
+  cache.length += T;
   if (!logits) return;
   const int64_t first = all_logits ? 0 : T - 1;
-  const int64_t rows = T - first;
-  ops::rms_norm({.x = x.data() + first * d, .weight = w_.output_norm, .y = h.data(), .T = rows, .n = d, .eps = cfg_.rms_eps});
-  matmul(w_.output, h.data(), rows, logits);
+  output_logits(x.data() + first * d, T - first, logits);
 }
 
 void LlamaModel::embed_tokens(const int32_t* tokens, int64_t T, float* x) const {
@@ -180,8 +126,7 @@ void LlamaModel::embed_tokens(const int32_t* tokens, int64_t T, float* x) const 
   embed(tokens, T, x);
 }
 
-// The layer loop of forward() on a caller's hidden state; kept step for step the same as
-// forward() so that the two agree bit for bit (tests/llama_step_test.cpp checks it).
+// The layer loop; forward() is embed + forward_layers(0, n_layers) + output_logits.
 void LlamaModel::forward_layers(int first, int end, float* x_io, int64_t T, int64_t pos0, KvCache& cache,
                                 AttentionBackend* backend) const {
   IS_CHECK(0 <= first && first <= end && end <= cfg_.n_layers, "llama forward_layers: layer range [", first, ", ", end,
