@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/llama_model.h"
 
 namespace indexshare::testing_util {
 

@@ -10,7 +10,7 @@
 #include <span>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/llama_model.h"
 
 namespace indexshare::eval {
 

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "io/gguf.h"
-#include "model/llama.h"
+#include "model/llama_model.h"
 
 namespace indexshare::io {
 

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "model/learned_indexer.h"
-#include "model/llama.h"
+#include "model/llama_model.h"
 #include "share/schedule.h"
 
 namespace indexshare::model {

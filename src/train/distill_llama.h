@@ -15,7 +15,7 @@
 #include <span>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/llama_model.h"
 #include "model/llama_dsa.h"
 #include "share/schedule.h"
 

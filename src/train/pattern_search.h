@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/llama_model.h"
 #include "model/llama_dsa.h"
 #include "share/schedule.h"
 

@@ -1,4 +1,4 @@
-#include "model/llama.h"
+#include "model/llama_model.h"
 
 #include <algorithm>
 #include <cmath>
