@@ -36,8 +36,8 @@ enum class TokenType : int32_t {
   kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
 };
 
-// Pre-tokenizer families (tokenizer.ggml.pre). kDigits is "smollm" and the pre-tokenizers
-// that share its rules in llama.cpp (starcoder, refact, command-r, codeshell, exaone, minerva).
+// Pre-tokenizer families (tokenizer.ggml.pre): kDigits for "smollm" and "starcoder" (llama.cpp
+// gives both the same rules), kGpt2 for "gpt-2" / "gpt2".
 enum class PreTokenizer { kGpt2, kDigits };
 // Maps a tokenizer.ggml.pre value; Error naming the value when unsupported.
 PreTokenizer pre_tokenizer_from_name(std::string_view name);

@@ -187,16 +187,23 @@ if want bench; then
   {
     echo "# llama-bench, llama.cpp $commit (CPU build: GGML_NATIVE=OFF, AVX2/FMA/F16C)"
     echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), nproc $(nproc)"
+    echo "# machine: $(lscpu | sed -n 's/^Model name: *//p'), nproc $(nproc), $(lscpu | sed -n 's/^L2 cache: *//p') L2, $(lscpu | sed -n 's/^L3 cache: *//p') L3"
     echo "# model: $(basename "$model") sha256 $model_sha"
     echo "# load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# A measurement on a shared, noisy machine; not a target."
     echo
     echo "\$ llama-bench -m MODEL -t $threads -p 512 -n 128"
     "$bin/llama-bench" -m "$model" -t "$threads" -p 512 -n 128 2>&1
+    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
-    echo "\$ llama-bench -m MODEL -t $threads -p 512 -n 128 -d 4096"
-    "$bin/llama-bench" -m "$model" -t "$threads" -p 512 -n 128 -d 4096 2>&1
+    echo "\$ llama-bench -m MODEL -t $threads -p 512 -n 128 -d 4096 -r 3"
+    "$bin/llama-bench" -m "$model" -t "$threads" -p 512 -n 128 -d 4096 -r 3 2>&1
+    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    # One thread has no barriers to spin on, so it suffers far less when the cores are shared.
+    echo "\$ llama-bench -m MODEL -t 1 -p 512 -n 128 -r 3"
+    "$bin/llama-bench" -m "$model" -t 1 -p 512 -n 128 -r 3 2>&1
+    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
   } > "$bench"
   echo "bench -> $bench" >&2
 fi
