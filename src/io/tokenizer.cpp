@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <mutex>
-#include <queue>
 #include <unordered_map>
 #include <utility>
 
@@ -16,22 +15,23 @@ namespace {
 // ---- GPT-2 byte alphabet ------------------------------------------------------------------
 // Printable Latin-1 bytes stand for themselves; the other 68 bytes take the code points
 // 256, 257, ... in byte order, so every byte has a visible, non-space stand-in.
+constexpr uint32_t kAlphabetEnd = 256 + 68;  // every stand-in code point is below this
 struct ByteAlphabet {
   std::array<uint32_t, 256> to_cp{};
-  std::unordered_map<uint32_t, uint8_t> from_cp;
-  ByteAlphabet() {
-    uint32_t next = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      to_cp[b] = printable ? b : next++;
-      from_cp.emplace(to_cp[b], static_cast<uint8_t>(b));
-    }
-  }
+  std::array<int16_t, kAlphabetEnd> from_cp{};  // -1: stands for no byte
 };
-const ByteAlphabet& alphabet() {
-  static const ByteAlphabet a;
+constexpr ByteAlphabet make_alphabet() {
+  ByteAlphabet a;
+  a.from_cp.fill(-1);
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    a.to_cp[b] = printable ? b : next++;
+    a.from_cp[a.to_cp[b]] = static_cast<int16_t>(b);
+  }
   return a;
 }
+constexpr ByteAlphabet kAlphabet = make_alphabet();
 
 // Token bytes for a byte-level token text; false when a code point is not in the alphabet
 // or the text is not UTF-8.
@@ -73,69 +73,154 @@ uint64_t pair_key(int32_t left, int32_t right) {
 }
 
 // ---- pre-tokenizer ------------------------------------------------------------------------
+// Works on bytes, decoding UTF-8 on the fly; a byte that is not valid UTF-8 counts as one
+// character of class kOther. `emit(begin, end)` receives each word as a byte range.
 struct ScanChar {
-  uint32_t cp;     // code point (or the raw byte value when the byte is not valid UTF-8)
-  uint32_t begin;  // byte offset in the piece
-  CharClass cls;
+  uint32_t cp;
+  uint32_t len;
+  int cls;  // a CharClass value; -1 past the end of the segment
 };
 
-// The GPT-2 pattern over chars [lo, hi) of one segment; appends [begin, end) char ranges.
-// The end of the segment acts as end of text (a lookahead cannot see past it).
-void scan_gpt2(const std::vector<ScanChar>& c, size_t lo, size_t hi,
-               std::vector<std::pair<size_t, size_t>>& words) {
-  const auto cls_at = [&](size_t i) -> int {  // -1 past the segment
-    return i < hi ? static_cast<int>(c[i].cls) : -1;
-  };
+inline ScanChar scan_at(std::string_view s, size_t pos, size_t end) {
+  if (pos >= end) return {0, 0, -1};
+  const uint8_t b = static_cast<uint8_t>(s[pos]);
+  if (b < 0x80) return {b, 1, static_cast<int>(char_class(b))};
+  const Utf8Char u = next_utf8(s, pos);
+  const CharClass cls = u.valid ? char_class(u.cp) : CharClass::kOther;
+  return {u.cp, u.len, static_cast<int>(cls)};
+}
+
+// The GPT-2 pattern over bytes [lo, hi) of one segment. The end of the segment acts as the end
+// of the text: a lookahead cannot see past it.
+template <class Emit>
+void scan_gpt2(std::string_view s, size_t lo, size_t hi, Emit&& emit) {
   constexpr int kLetter = static_cast<int>(CharClass::kLetter);
   constexpr int kNumber = static_cast<int>(CharClass::kNumber);
   constexpr int kOther = static_cast<int>(CharClass::kOther);
   constexpr int kSpace = static_cast<int>(CharClass::kSpace);
   size_t i = lo;
   while (i < hi) {
-    const uint32_t cp = c[i].cp;
-    // 's 't 're 've 'm 'll 'd (lower case only, as in GPT-2)
-    if (cp == '\'' && i + 1 < hi) {
-      const uint32_t a = c[i + 1].cp;
+    const ScanChar c = scan_at(s, i, hi);
+    // 's 't 're 've 'm 'll 'd (lower case only, as in GPT-2); ASCII bytes are whole characters
+    if (c.cp == '\'' && i + 1 < hi) {
+      const char a = s[i + 1];
       if (a == 's' || a == 't' || a == 'm' || a == 'd') {
-        words.emplace_back(i, i + 2);
+        emit(i, i + 2);
         i += 2;
         continue;
       }
       if (i + 2 < hi) {
-        const uint32_t b = c[i + 2].cp;
+        const char b = s[i + 2];
         if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
-          words.emplace_back(i, i + 3);
+          emit(i, i + 3);
           i += 3;
           continue;
         }
       }
     }
     // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': an optional leading space, then a run
-    const size_t j0 = i + (cp == ' ' ? 1 : 0);
-    const int run = cls_at(j0);
+    const size_t j0 = i + (c.cp == ' ' ? 1 : 0);
+    const ScanChar first = j0 == i ? c : scan_at(s, j0, hi);
+    const int run = first.cls;
     if (run == kLetter || run == kNumber || run == kOther) {
-      size_t j = j0;
-      while (cls_at(j) == run) ++j;
-      words.emplace_back(i, j);
+      size_t j = j0 + first.len;
+      for (ScanChar d = scan_at(s, j, hi); d.cls == run; d = scan_at(s, j, hi)) j += d.len;
+      emit(i, j);
       i = j;
       continue;
     }
-    // '\s+(?!\S)' then '\s+': a run of spaces followed by more text gives up its last space
-    // to the next word; at the end of the segment it stays whole.
-    size_t n = 0;
-    while (cls_at(i + n) == kSpace) ++n;
-    if (n > 1 && i + n < hi) {
-      words.emplace_back(i, i + n - 1);
-      i += n - 1;
-    } else if (n > 0) {
-      words.emplace_back(i, i + n);
-      i += n;
+    // '\s+(?!\S)' then '\s+': a run of white space followed by more text gives its last
+    // character to the next word; at the end of the segment the run stays whole.
+    size_t j = i, last = i, count = 0;
+    for (ScanChar d = c; d.cls == kSpace; d = scan_at(s, j, hi)) {
+      last = j;
+      j += d.len;
+      ++count;
+    }
+    if (count > 1 && j < hi) {
+      emit(i, last);
+      i = last;
+    } else if (count > 0) {
+      emit(i, j);
+      i = j;
     } else {
-      words.emplace_back(i, i + 1);  // unreachable with four classes; kept for safety
-      i += 1;
+      emit(i, i + c.len);  // unreachable with four classes; kept for safety
+      i += c.len;
     }
   }
 }
+
+// Whole-text pre-tokenization: kDigits first isolates every \p{N} character; the runs between
+// are scanned as separate segments.
+template <class Emit>
+void split_words(std::string_view s, PreTokenizer pre, Emit&& emit) {
+  if (pre == PreTokenizer::kGpt2) {
+    scan_gpt2(s, 0, s.size(), emit);
+    return;
+  }
+  constexpr int kNumber = static_cast<int>(CharClass::kNumber);
+  size_t i = 0;
+  while (i < s.size()) {
+    const ScanChar c = scan_at(s, i, s.size());
+    if (c.cls == kNumber) {
+      emit(i, i + c.len);
+      i += c.len;
+      continue;
+    }
+    size_t j = i + c.len;
+    for (ScanChar d = scan_at(s, j, s.size()); d.cls >= 0 && d.cls != kNumber;
+         d = scan_at(s, j, s.size())) {
+      j += d.len;
+    }
+    scan_gpt2(s, i, j, emit);
+    i = j;
+  }
+}
+
+// (left id, right id) -> (rank, merged id): open addressing with linear probing, so a lookup in
+// the BPE inner loop is one hash and (usually) one cache line.
+class PairTable {
+ public:
+  struct Entry {
+    uint64_t key = kEmpty;
+    int32_t rank = 0;
+    int32_t result = 0;
+  };
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots_.assign(cap, Entry{});
+    mask_ = cap - 1;
+  }
+  // Keeps the first entry for a key; reserve() must have been called with enough room.
+  void insert(uint64_t key, int32_t rank, int32_t result) {
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (slots_[i].key == key) return;
+      if (slots_[i].key == kEmpty) {
+        slots_[i] = {key, rank, result};
+        return;
+      }
+    }
+  }
+  const Entry* find(uint64_t key) const {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (slots_[i].key == key) return &slots_[i];
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // never a key: ids are below 2^31
+  size_t slot(uint64_t key) const { return (key * 0x9E3779B97F4A7C15ull >> 20) & mask_; }
+  std::vector<Entry> slots_;
+  size_t mask_ = 0;
+};
+
+struct StringViewHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
 
 // ---- chat template ------------------------------------------------------------------------
 // The template is not run as Jinja: the ChatML shape is fixed, and the only thing read from it
@@ -172,17 +257,13 @@ void parse_chat_template(const std::string& tpl, bool& supported, std::string& d
   }
 }
 
-constexpr size_t kWordCacheLimit = 1 << 16;
+constexpr size_t kWordCacheLimit = 1 << 17;
 
 }  // namespace
 
-uint32_t byte_to_code_point(uint8_t b) { return alphabet().to_cp[b]; }
+uint32_t byte_to_code_point(uint8_t b) { return kAlphabet.to_cp[b]; }
 
-int byte_from_code_point(uint32_t cp) {
-  const auto& m = alphabet().from_cp;
-  const auto it = m.find(cp);
-  return it == m.end() ? -1 : it->second;
-}
+int byte_from_code_point(uint32_t cp) { return cp < kAlphabetEnd ? kAlphabet.from_cp[cp] : -1; }
 
 PreTokenizer pre_tokenizer_from_name(std::string_view name) {
   if (name == "smollm" || name == "starcoder") return PreTokenizer::kDigits;
@@ -198,11 +279,7 @@ struct Tokenizer::Impl {
   std::vector<std::string> bytes;  // decoded bytes per token
   std::unordered_map<std::string, int32_t> text_to_id;
   std::array<int32_t, 256> byte_token{};  // id of the one-byte token per byte, -1 if none
-  struct Merge {
-    int32_t rank;
-    int32_t result;
-  };
-  std::unordered_map<uint64_t, Merge> merges;
+  PairTable merges;
   std::vector<int32_t> specials;  // split-out tokens, longest text first
   PreTokenizer pre = PreTokenizer::kDigits;
   int32_t bos = -1, eos = -1, unk = -1, pad = -1;
@@ -212,50 +289,12 @@ struct Tokenizer::Impl {
   std::string default_system;
 
   mutable std::mutex cache_mutex;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> word_cache;
+  mutable std::unordered_map<std::string, std::vector<int32_t>, StringViewHash, std::equal_to<>>
+      word_cache;
 
   void bpe_word(std::string_view word, std::vector<int32_t>& out) const;
   void encode_raw(std::string_view text, std::vector<int32_t>& out) const;
-  std::vector<std::pair<size_t, size_t>> split_words(std::string_view text) const;
 };
-
-std::vector<std::pair<size_t, size_t>> Tokenizer::Impl::split_words(std::string_view text) const {
-  std::vector<ScanChar> chars;
-  chars.reserve(text.size());
-  for (size_t pos = 0; pos < text.size();) {
-    const Utf8Char u = next_utf8(text, pos);
-    const CharClass cls = u.valid ? char_class(u.cp) : CharClass::kOther;
-    chars.push_back({u.cp, static_cast<uint32_t>(pos), cls});
-    pos += u.len;
-  }
-  std::vector<std::pair<size_t, size_t>> ranges;  // char ranges
-  if (pre == PreTokenizer::kGpt2) {
-    scan_gpt2(chars, 0, chars.size(), ranges);
-  } else {
-    // Every \p{N} code point is a segment of its own; the runs between are segments too.
-    size_t i = 0;
-    while (i < chars.size()) {
-      if (chars[i].cls == CharClass::kNumber) {
-        ranges.emplace_back(i, i + 1);
-        ++i;
-        continue;
-      }
-      size_t j = i;
-      while (j < chars.size() && chars[j].cls != CharClass::kNumber) ++j;
-      scan_gpt2(chars, i, j, ranges);
-      i = j;
-    }
-  }
-  // char ranges -> byte ranges
-  std::vector<std::pair<size_t, size_t>> out;
-  out.reserve(ranges.size());
-  for (const auto& [a, b] : ranges) {
-    const size_t begin = chars[a].begin;
-    const size_t end = b < chars.size() ? chars[b].begin : text.size();
-    out.emplace_back(begin, end);
-  }
-  return out;
-}
 
 // BPE over one word: start from one symbol per byte, repeatedly merge the adjacent pair with
 // the lowest rank (leftmost on ties) until no pair has a merge.
@@ -266,13 +305,17 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
     int32_t next;  // -1: none
   };
   struct Cand {
-    int32_t rank, left, right, left_id, right_id;
+    int32_t rank, left, right, left_id, right_id, result;
     bool operator>(const Cand& o) const {
       return rank != o.rank ? rank > o.rank : left > o.left;
     }
   };
   const int32_t n = static_cast<int32_t>(word.size());
-  std::vector<Sym> sym(n);
+  thread_local std::vector<Sym> sym;  // scratch, reused across words
+  thread_local std::vector<Cand> heap;
+  sym.resize(n);
+  heap.clear();
+  const std::greater<Cand> later;  // heap order: lowest rank, then leftmost, on top
   for (int32_t i = 0; i < n; ++i) {
     const uint8_t b = static_cast<uint8_t>(word[i]);
     int32_t id = byte_token[b];
@@ -283,21 +326,22 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
     }
     sym[i] = {id, i - 1, i + 1 < n ? i + 1 : -1};
   }
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
   const auto push = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
-    const auto it = merges.find(pair_key(sym[left].id, sym[right].id));
-    if (it == merges.end()) return;
-    heap.push({it->second.rank, left, right, sym[left].id, sym[right].id});
+    const PairTable::Entry* e = merges.find(pair_key(sym[left].id, sym[right].id));
+    if (e == nullptr) return;
+    heap.push_back({e->rank, left, right, sym[left].id, sym[right].id, e->result});
+    std::push_heap(heap.begin(), heap.end(), later);
   };
   for (int32_t i = 0; i + 1 < n; ++i) push(i, i + 1);
   while (!heap.empty()) {
-    const Cand c = heap.top();
-    heap.pop();
+    std::pop_heap(heap.begin(), heap.end(), later);
+    const Cand c = heap.back();
+    heap.pop_back();
     Sym& l = sym[c.left];
     Sym& r = sym[c.right];
     if (l.next != c.right || l.id != c.left_id || r.id != c.right_id) continue;  // stale
-    l.id = merges.at(pair_key(c.left_id, c.right_id)).result;
+    l.id = c.result;
     r.id = -1;
     l.next = r.next;
     if (r.next >= 0) sym[r.next].prev = c.left;
@@ -309,14 +353,14 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
 
 void Tokenizer::Impl::encode_raw(std::string_view text, std::vector<int32_t>& out) const {
   std::vector<int32_t> ids;
-  for (const auto& [begin, end] : split_words(text)) {
+  split_words(text, pre, [&](size_t begin, size_t end) {
     const std::string_view word = text.substr(begin, end - begin);
     {
       std::lock_guard<std::mutex> lock(cache_mutex);
-      const auto it = word_cache.find(std::string(word));
+      const auto it = word_cache.find(word);
       if (it != word_cache.end()) {
         out.insert(out.end(), it->second.begin(), it->second.end());
-        continue;
+        return;
       }
     }
     ids.clear();
@@ -325,7 +369,7 @@ void Tokenizer::Impl::encode_raw(std::string_view text, std::vector<int32_t>& ou
     std::lock_guard<std::mutex> lock(cache_mutex);
     if (word_cache.size() >= kWordCacheLimit) word_cache.clear();
     word_cache.emplace(std::string(word), ids);
-  }
+  });
 }
 
 // ---- construction ---------------------------------------------------------------------------
@@ -390,7 +434,7 @@ Tokenizer::Tokenizer(TokenizerConfig config) : impl_(std::make_unique<Impl>()) {
     const int32_t lid = find(left, "left");
     const int32_t rid = find(right, "right");
     const int32_t res = find(left + right, "merged");
-    m.merges.emplace(pair_key(lid, rid), Impl::Merge{static_cast<int32_t>(r), res});  // first wins
+    m.merges.insert(pair_key(lid, rid), static_cast<int32_t>(r), res);  // the first one wins
   }
 
   const auto check_id = [&](int32_t id, const char* key) {
@@ -493,7 +537,8 @@ const std::string& Tokenizer::token_bytes(int32_t id) const {
 
 std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
   std::vector<std::string> words;
-  for (const auto& [b, e] : impl_->split_words(text)) words.emplace_back(text.substr(b, e - b));
+  split_words(text, impl_->pre,
+              [&](size_t b, size_t e) { words.emplace_back(text.substr(b, e - b)); });
   return words;
 }
 

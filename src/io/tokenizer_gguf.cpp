@@ -14,7 +14,11 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
   IS_CHECK(f.has("tokenizer.ggml.tokens"), f.name(), ": tokenizer.ggml.tokens is missing");
   IS_CHECK(f.has("tokenizer.ggml.merges"), f.name(), ": tokenizer.ggml.merges is missing");
   TokenizerConfig c;
-  c.pre = pre_tokenizer_from_name(f.get_string("tokenizer.ggml.pre"));
+  try {
+    c.pre = pre_tokenizer_from_name(f.get_string("tokenizer.ggml.pre"));
+  } catch (const Error& e) {
+    fail(f.name(), ": ", e.what());
+  }
   c.tokens = f.get_string_array("tokenizer.ggml.tokens");
   c.merges = f.get_string_array("tokenizer.ggml.merges");
   if (f.has("tokenizer.ggml.token_type")) {

@@ -12,34 +12,39 @@ namespace {
 
 constexpr uint32_t kMaxCodePoint = 0x10FFFF;
 
-// ASCII is by far the commonest input: answer it from a small table.
-constexpr std::array<CharClass, 128> make_ascii_table() {
-  std::array<CharClass, 128> t{};
-  for (uint32_t c = 0; c < 128; ++c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-      t[c] = CharClass::kLetter;
-    } else if (c >= '0' && c <= '9') {
-      t[c] = CharClass::kNumber;
-    } else if ((c >= 0x09 && c <= 0x0D) || c == ' ') {
-      t[c] = CharClass::kSpace;
-    } else {
-      t[c] = CharClass::kOther;
-    }
-  }
-  return t;
-}
-constexpr std::array<CharClass, 128> kAscii = make_ascii_table();
-
 }  // namespace
 
-CharClass char_class(uint32_t cp) {
-  if (cp < 128) return kAscii[cp];
+namespace detail {
+
+// ASCII is by far the commonest input: answer it from a small table.
+const CharClass kAsciiClass[128] = {
+#define O CharClass::kOther
+#define L CharClass::kLetter
+#define N CharClass::kNumber
+#define S CharClass::kSpace
+    O, O, O, O, O, O, O, O, O, S, S, S, S, S, O, O,  // 0x00: \t \n \v \f \r
+    O, O, O, O, O, O, O, O, O, O, O, O, O, O, O, O,  // 0x10
+    S, O, O, O, O, O, O, O, O, O, O, O, O, O, O, O,  // 0x20: space, punctuation
+    N, N, N, N, N, N, N, N, N, N, O, O, O, O, O, O,  // 0x30: digits
+    O, L, L, L, L, L, L, L, L, L, L, L, L, L, L, L,  // 0x40: @ A-O
+    L, L, L, L, L, L, L, L, L, L, L, O, O, O, O, O,  // 0x50: P-Z
+    O, L, L, L, L, L, L, L, L, L, L, L, L, L, L, L,  // 0x60: ` a-o
+    L, L, L, L, L, L, L, L, L, L, L, O, O, O, O, O,  // 0x70: p-z, DEL
+#undef O
+#undef L
+#undef N
+#undef S
+};
+
+CharClass char_class_table(uint32_t cp) {
   if (cp > kMaxCodePoint) return CharClass::kOther;
   // The last entry whose first code point is <= cp.
   const uint32_t key = (cp << 2) | 3u;
   const uint32_t* it = std::upper_bound(std::begin(kClassRanges), std::end(kClassRanges), key);
   return static_cast<CharClass>(*(it - 1) & 3u);
 }
+
+}  // namespace detail
 
 std::string_view unicode_version() { return kUnicodeVersion; }
 

@@ -15,9 +15,16 @@ enum class CharClass : uint8_t {
   kSpace = 3,   // the White_Space property (\s)
 };
 
+namespace detail {
+extern const CharClass kAsciiClass[128];
+CharClass char_class_table(uint32_t cp);  // binary search in the generated table
+}  // namespace detail
+
 // The class of a code point (Unicode version: unicode_version()). Values above U+10FFFF are
 // kOther.
-CharClass char_class(uint32_t cp);
+inline CharClass char_class(uint32_t cp) {
+  return cp < 128 ? detail::kAsciiClass[cp] : detail::char_class_table(cp);
+}
 
 // The Unicode version the class table was generated from.
 std::string_view unicode_version();
