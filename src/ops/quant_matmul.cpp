@@ -128,63 +128,73 @@ IS_AVX2 inline __m256 dot_u8s8(__m256i u, __m256i s) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-// Blocks per chunk of the Q4_1 kernel: the m * s terms of a chunk are summed as one 8-wide
-// dot product after it (keeping them out of the registers the main loop needs).
-constexpr int kChunk = 32;
+// The Q4_1 kernel sums the m_w * s_a terms of an output block by block with one fused
+// multiply-add each, after the d_w d_a Σ q_w q_a vector terms, exactly as ggml's
+// ggml_vec_dot_q4_1_q8_1 orders them, so each output is bitwise what llama.cpp computes. The
+// MR x NR running sums of a tile live in the lanes of one vector (lane i * NR + r).
+template <int MR, int NR>
+IS_AVX2 inline __m256 lanes_m(const BlockQ4_1* const* w, int64_t b) {
+  static_assert(MR * NR <= 8 && (NR == 1 || NR == 2 || NR == 4));
+  if constexpr (NR == 1) {
+    return _mm256_set1_ps(_cvtsh_ss(w[0][b].m));
+  } else if constexpr (NR == 2) {
+    return _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(w[0][b].m | (uint32_t{w[1][b].m} << 16))));
+  } else {
+    const uint64_t m4 = w[0][b].m | (uint64_t{w[1][b].m} << 16) | (uint64_t{w[2][b].m} << 32) |
+                        (uint64_t{w[3][b].m} << 48);
+    return _mm256_cvtph_ps(_mm_set1_epi64x(static_cast<long long>(m4)));
+  }
+}
+
+template <int MR, int NR>
+IS_AVX2 inline __m256 lanes_s(const float* const* sa, int64_t b) {
+  if constexpr (MR == 1) {
+    return _mm256_set1_ps(sa[0][b]);
+  } else {
+    alignas(32) float v[8] = {};
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) v[i * NR + r] = sa[i][b];
+    }
+    return _mm256_load_ps(v);
+  }
+}
 
 struct Q41Avx2 {
   template <int MR, int NR>
   IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
     const BlockQ4_1* w[NR];
     for (int r = 0; r < NR; ++r) w[r] = wrow<BlockQ4_1>(c, n + r);
+    const float* sa[MR];
+    for (int i = 0; i < MR; ++i) sa[i] = c.as + (m + i) * c.ls;
     __m256 acc[MR][NR];
-    float summ[MR][NR];
     for (int i = 0; i < MR; ++i) {
-      for (int r = 0; r < NR; ++r) {
-        acc[i][r] = _mm256_setzero_ps();
-        summ[i][r] = 0.0f;
-      }
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
     }
-    alignas(32) float mws[NR][kChunk];
+    __m256 summ = _mm256_setzero_ps();
     const __m256i low = _mm256_set1_epi8(0x0f);
-    for (int64_t b0 = 0; b0 < c.nb; b0 += kChunk) {
-      const int len = static_cast<int>(std::min<int64_t>(kChunk, c.nb - b0));
-      for (int j = 0; j < len; ++j) {
-        const int64_t b = b0 + j;
-        __m256i wq[NR];
-        float dw[NR];
-        for (int r = 0; r < NR; ++r) {
-          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
-          // Element order: low nibbles are elements 0..15, high nibbles 16..31.
-          wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
-          dw[r] = _cvtsh_ss(w[r][b].d);
-          mws[r][j] = _cvtsh_ss(w[r][b].m);
-        }
-        for (int i = 0; i < MR; ++i) {
-          const int64_t ab = (m + i) * c.nb + b;
-          const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
-          const float da = c.ad[(m + i) * c.ls + b];
-          for (int r = 0; r < NR; ++r) {
-            acc[i][r] = _mm256_fmadd_ps(dot_u8s8(wq[r], aq), _mm256_set1_ps(dw[r] * da), acc[i][r]);
-          }
-        }
-      }
-      // Σ_j m_w[j] s_a[j] over the chunk; both are zero past its end (s_a by padding).
-      const int len8 = (len + 7) / 8 * 8;
+    for (int64_t b = 0; b < c.nb; ++b) {
+      __m256i wq[NR];
+      float dw[NR];
       for (int r = 0; r < NR; ++r) {
-        for (int j = len; j < len8; ++j) mws[r][j] = 0.0f;
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
+        // Element order: low nibbles are elements 0..15, high nibbles 16..31.
+        wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+        dw[r] = _cvtsh_ss(w[r][b].d);
       }
+      summ = _mm256_fmadd_ps(lanes_m<MR, NR>(w, b), lanes_s<MR, NR>(sa, b), summ);
       for (int i = 0; i < MR; ++i) {
-        const float* sa = c.as + (m + i) * c.ls + b0;
+        const int64_t ab = (m + i) * c.nb + b;
+        const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
+        const float da = c.ad[(m + i) * c.ls + b];
         for (int r = 0; r < NR; ++r) {
-          __m256 v = _mm256_setzero_ps();
-          for (int j = 0; j < len8; j += 8) v = _mm256_fmadd_ps(_mm256_load_ps(&mws[r][j]), _mm256_loadu_ps(sa + j), v);
-          summ[i][r] += hsum(v);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), dot_u8s8(wq[r], aq), acc[i][r]);
         }
       }
     }
+    alignas(32) float sm[8];
+    _mm256_store_ps(sm, summ);
     for (int i = 0; i < MR; ++i) {
-      for (int r = 0; r < NR; ++r) put(c, m + i, n + r, hsum(acc[i][r]) + summ[i][r]);
+      for (int r = 0; r < NR; ++r) put(c, m + i, n + r, hsum(acc[i][r]) + sm[i * NR + r]);
     }
   }
 };
