@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/thread_team.h"
@@ -82,6 +83,40 @@ struct UnitScratch {
   std::vector<ops::detail::AttnQuery> queries;
 };
 
+// y = x / sqrt(mean(x^2) + eps) * w for one row, in llama.cpp's arithmetic: the squares
+// summed in double, the scale 1 / sqrtf(mean + eps) in f32, then (x * scale) * w.
+void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+}
+
+// Adjacent-pair rotation of one head by a cos / sin table, with llama.cpp's rounding:
+// y0 = fma(x0, c, -(x1 s)), y1 = fma(x1, c, x0 s).
+__attribute__((target("avx2,fma"))) void rotate_pairs_fma(float* x, const float* c, const float* s, int64_t half) {
+  for (int64_t j = 0; j < half; ++j) {
+    const float a = x[2 * j], b = x[2 * j + 1];
+    x[2 * j] = std::fma(a, c[j], -(b * s[j]));
+    x[2 * j + 1] = std::fma(b, c[j], a * s[j]);
+  }
+}
+void rotate_pairs_libm(float* x, const float* c, const float* s, int64_t half) {
+  for (int64_t j = 0; j < half; ++j) {
+    const float a = x[2 * j], b = x[2 * j + 1];
+    x[2 * j] = std::fma(a, c[j], -(b * s[j]));
+    x[2 * j + 1] = std::fma(b, c[j], a * s[j]);
+  }
+}
+void rotate_pairs(float* x, const float* c, const float* s, int64_t half) {
+  if (use_avx2()) {
+    rotate_pairs_fma(x, c, s, half);
+  } else {
+    rotate_pairs_libm(x, c, s, half);
+  }
+}
+
 template <class T>
 void grow(std::vector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
@@ -118,12 +153,13 @@ class Forward {
       const auto* base = static_cast<const uint8_t*>(w_.token_embd.data);
       for (int64_t t = u * kNormRows; t < std::min(T_, (u + 1) * kNormRows); ++t) {
         ops::dequantize_row(w_.token_embd.type, base + tokens_[t] * row_bytes, ws_.x.data() + t * d_, d_);
-        // RoPE angles in double, rounded once (as ops::rope computes them).
-        const double pos = static_cast<double>(pos0_ + t);
+        // RoPE angles as llama.cpp computes them: theta_j = pos * scale^j by a running f32
+        // product, cos / sin in f32.
+        float theta = static_cast<float>(pos0_ + t);
         for (int64_t j = 0; j < half; ++j) {
-          const double a = pos * inv_freq_[static_cast<size_t>(j)];
-          ws_.rc[static_cast<size_t>(t * half + j)] = static_cast<float>(std::cos(a));
-          ws_.rs[static_cast<size_t>(t * half + j)] = static_cast<float>(std::sin(a));
+          ws_.rc[static_cast<size_t>(t * half + j)] = std::cos(theta);
+          ws_.rs[static_cast<size_t>(t * half + j)] = std::sin(theta);
+          theta *= theta_scale_;
         }
       }
     });
@@ -279,8 +315,9 @@ class Forward {
     const float* x = ws_.x.data() + first_ * d_;
     team.for_each(ceil_div(rows, kNormRows), [&](int64_t u) {
       const int64_t m0 = u * kNormRows, m1 = std::min(rows, m0 + kNormRows);
-      ops::rms_norm({.x = x + m0 * d_, .weight = w_.output_norm, .y = ws_.xn.data() + m0 * d_, .T = m1 - m0,
-                     .n = d_, .eps = c_.rms_eps});
+      for (int64_t m = m0; m < m1; ++m) {
+        rms_norm_row(x + m * d_, w_.output_norm, ws_.xn.data() + m * d_, d_, c_.rms_eps);
+      }
       ws_.head.quantize({&w_.output}, ws_.xn.data(), d_, m0, m1);
     });
     const int64_t cols = ceil_div(c_.vocab, kHeadColBlock);
@@ -345,11 +382,7 @@ class Forward {
     ws_.wo.prepare(wo, T, qd_);
     ws_.down.prepare(down, T, F_);
     if (logits_) ws_.head.prepare({&w_.output}, T - first_, d_);
-    inv_freq_.resize(static_cast<size_t>(Dh_ / 2));
-    for (int64_t j = 0; j < Dh_ / 2; ++j) {
-      inv_freq_[static_cast<size_t>(j)] =
-          std::pow(static_cast<double>(c_.rope_theta), -2.0 * static_cast<double>(j) / static_cast<double>(Dh_));
-    }
+    theta_scale_ = std::pow(c_.rope_theta, -2.0f / static_cast<float>(Dh_));
   }
 
   float* cache_f32(int l, bool k) { return (k ? cache_.k : cache_.v)[static_cast<size_t>(l)].data(); }
@@ -359,8 +392,7 @@ class Forward {
   void norm_rows(ThreadTeam& team, const float* weight, SharedActs& acts, std::initializer_list<const QMatrix*> ms) {
     team.for_each(ceil_div(T_, kNormRows), [&](int64_t u) {
       const int64_t m0 = u * kNormRows, m1 = std::min(T_, m0 + kNormRows);
-      ops::rms_norm({.x = ws_.x.data() + m0 * d_, .weight = weight, .y = ws_.xn.data() + m0 * d_, .T = m1 - m0,
-                     .n = d_, .eps = c_.rms_eps});
+      for (int64_t m = m0; m < m1; ++m) rms_norm_row(ws_.x.data() + m * d_, weight, ws_.xn.data() + m * d_, d_, c_.rms_eps);
       acts.quantize(ms, ws_.xn.data(), d_, m0, m1);
     });
   }
@@ -382,14 +414,7 @@ class Forward {
   void rope_rows(float* x, int64_t ld, int64_t m0, int64_t m1) const {
     const int64_t half = Dh_ / 2;
     for (int64_t m = m0; m < m1; ++m) {
-      float* r = x + m * ld;
-      const float* cs = ws_.rc.data() + m * half;
-      const float* sn = ws_.rs.data() + m * half;
-      for (int64_t j = 0; j < half; ++j) {
-        const float a = r[2 * j], b = r[2 * j + 1];
-        r[2 * j] = a * cs[j] - b * sn[j];
-        r[2 * j + 1] = b * cs[j] + a * sn[j];
-      }
+      rotate_pairs(x + m * ld, ws_.rc.data() + m * half, ws_.rs.data() + m * half, half);
     }
   }
 
@@ -437,7 +462,7 @@ class Forward {
   int64_t d_, H_, Hkv_, Dh_, qd_, kd_, F_, pos0_, L_, n_mb_, first_;
   int64_t tile_rows_ = 1, tiles_ = 1, chunks_ = 1, chunk_ = 1;
   bool f16_ = false;
-  std::vector<double> inv_freq_;
+  float theta_scale_ = 1.0f;
 };
 
 }  // namespace
