@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <random>
 #include <string>
@@ -328,6 +329,44 @@ TEST(LlamaSynthetic, BackendSeesTheCacheInItsTypeAndMatchesDense) {
       EXPECT_EQ(0, std::memcmp(plain.data(), hooked.data(), plain.size() * sizeof(float))) << "answer " << answer;
     }
   }
+}
+
+// `indexshare bench` on a synthetic model file: every requested test, at every depth, with
+// positive speeds, as JSON.
+TEST(LlamaSynthetic, BenchCommandReportsEveryTest) {
+  const std::vector<uint8_t> bytes = build({});
+  const std::string path = ::testing::TempDir() + "llama_synthetic_bench.gguf";
+  {
+    FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), f), bytes.size());
+    std::fclose(f);
+  }
+  const std::string cmd = std::string(INDEXSHARE_TOOL) + " -t 2 bench -m " + path + " -p 16 -n 4 -d 0,40 -r 2 --json 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  ASSERT_EQ(pclose(p), 0) << out;
+  const nlohmann::json j = nlohmann::json::parse(out);
+  ASSERT_EQ(j.size(), 4u) << out;
+  const std::vector<std::pair<std::string, int>> want = {{"pp16", 0}, {"tg4", 0}, {"pp16", 40}, {"tg4", 40}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(j[i]["test"], want[i].first);
+    EXPECT_EQ(j[i]["n_depth"], want[i].second);
+    EXPECT_EQ(j[i]["threads"], 2);
+    EXPECT_EQ(j[i]["samples_ts"].size(), 2u);
+    EXPECT_GT(j[i]["avg_ts"].get<double>(), 0.0);
+  }
+  // Past the model's context limit: an error naming it.
+  const std::string bad = std::string(INDEXSHARE_TOOL) + " bench -m " + path + " -d 600 -p 16 -n 4 2>&1";
+  p = popen(bad.c_str(), "r");
+  out.clear();
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  EXPECT_NE(pclose(p), 0);
+  EXPECT_NE(out.find("exceeds the model's limit of 600"), std::string::npos) << out;
+  std::remove(path.c_str());
 }
 
 }  // namespace

@@ -19,6 +19,9 @@
 #include "command.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include <filesystem>
+
+#include "io/llama_gguf.h"
 #include "model_session.h"
 
 namespace indexshare::cli {
@@ -68,8 +71,11 @@ int run(const BenchArgs& a) {
   for (int64_t v : a.gen) IS_CHECK(v >= 0, "bench: -n values must be >= 0, got ", v);
   for (int64_t v : a.depth) IS_CHECK(v >= 0, "bench: -d values must be >= 0, got ", v);
   const model::KvType kv = parse_kv(a.kv);
-  ModelSession s = load_model_session(a.model);
-  const model::LlamaModel& m = s.model();
+  // The model alone: speed needs no tokenizer.
+  IS_CHECK(std::filesystem::exists(a.model), a.model, ": model file not found",
+           a.model == io::default_model_path() ? " (run scripts/fetch_model.sh to download the default model)" : "");
+  const io::LoadedLlama loaded = io::load_llama(a.model);
+  const model::LlamaModel& m = *loaded.model;
   const auto& cfg = m.config();
   int64_t longest = 0;
   for (int64_t v : a.prompt) longest = std::max(longest, v);

@@ -222,7 +222,10 @@ class Forward {
     team.for_each(tiles_ * Hkv_ * chunks_, [&](int64_t u) {
       const int64_t c = u % chunks_;
       const int64_t g = (u / chunks_) % Hkv_;
-      const int64_t t0 = (u / chunks_ / Hkv_) * tile_rows_, t1 = std::min(T_, t0 + tile_rows_);
+      // Last row tiles first: they see the most keys, and claiming the longest units first
+      // keeps the threads' finishing times close.
+      const int64_t tile = tiles_ - 1 - u / chunks_ / Hkv_;
+      const int64_t t0 = tile * tile_rows_, t1 = std::min(T_, t0 + tile_rows_);
       const int64_t k0 = c * chunk_;  // first key of the chunk
       const int64_t k_end = std::min({L_, pos0_ + t1, k0 + chunk_});
       thread_local UnitScratch us;

@@ -18,7 +18,7 @@
 // thread count; the AVX2 and scalar paths agree to fp32 rounding.
 //
 // Pointers: q and out must be non-null when T > 0, indices when T * K > 0, the cache (k and v,
-// or kv) when T * K > 0 and L > 0. out must not overlap the inputs.
+// or k16 and v16, or kv) when T * K > 0 and L > 0. out must not overlap the inputs.
 #pragma once
 
 #include <cstdint>
