@@ -215,21 +215,24 @@ class Forward {
     return a;
   }
 
-  // Dense causal attention: units are (row tile, KV group, key chunk).
+  // Dense causal attention: units are (row tile, set of gspan_ KV groups, key chunk).
   void attention(ThreadTeam& team, int l) {
     const int64_t group = H_ / Hkv_;
+    const int64_t gsets = Hkv_ / gspan_;
     const AttentionCall a = call(l);
-    team.for_each(tiles_ * Hkv_ * chunks_, [&](int64_t u) {
+    team.for_each(tiles_ * gsets * chunks_, [&](int64_t u) {
       const int64_t c = u % chunks_;
-      const int64_t g = (u / chunks_) % Hkv_;
+      const int64_t gs = (u / chunks_) % gsets;
       // Last row tiles first: they see the most keys, and claiming the longest units first
       // keeps the threads' finishing times close.
-      const int64_t tile = tiles_ - 1 - u / chunks_ / Hkv_;
+      const int64_t tile = tiles_ - 1 - u / chunks_ / gsets;
       const int64_t t0 = tile * tile_rows_, t1 = std::min(T_, t0 + tile_rows_);
       const int64_t k0 = c * chunk_;  // first key of the chunk
       const int64_t k_end = std::min({L_, pos0_ + t1, k0 + chunk_});
       thread_local UnitScratch us;
       us.queries.clear();
+      // Group-major: the queries of one KV group are consecutive.
+      for (int64_t g = gs * gspan_; g < (gs + 1) * gspan_; ++g) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t seen = std::clamp<int64_t>(std::min(L_, pos0_ + t + 1) - k0, 0, chunk_);
         for (int64_t h = g * group; h < (g + 1) * group; ++h) {
@@ -245,6 +248,7 @@ class Forward {
           q.group = static_cast<int>(g);
           us.queries.push_back(q);
         }
+      }
       }
       ops::detail::AttnKeys keys;
       const int64_t n = std::max<int64_t>(0, k_end - k0);
@@ -348,9 +352,14 @@ class Forward {
   void set_attention_split() {
     tile_rows_ = T_ == 1 ? 1 : kAttnRows;
     tiles_ = ceil_div(T_, tile_rows_);
-    const int64_t units = tiles_ * Hkv_;
     chunks_ = 1;
-    if (units < kSplitUnits) chunks_ = std::clamp<int64_t>(ceil_div(kSplitUnits, units), 1, ceil_div(L_, kMinChunk));
+    gspan_ = 1;
+    if (tiles_ * Hkv_ < kSplitUnits) {
+      // Few rows (decode): a unit takes every KV group of its key chunk, so it streams whole
+      // cache rows, and the keys are split instead.
+      gspan_ = Hkv_;
+      chunks_ = std::clamp<int64_t>(ceil_div(kSplitUnits, tiles_ * (Hkv_ / gspan_)), 1, ceil_div(L_, kMinChunk));
+    }
     const int64_t kb = ops::detail::kKeyBlock;
     chunk_ = chunks_ == 1 ? L_ : ceil_div(ceil_div(L_, chunks_), kb) * kb;
     chunks_ = ceil_div(L_, chunk_);
@@ -463,7 +472,7 @@ class Forward {
   float* logits_;
   bool all_logits_;
   int64_t d_, H_, Hkv_, Dh_, qd_, kd_, F_, pos0_, L_, n_mb_, first_;
-  int64_t tile_rows_ = 1, tiles_ = 1, chunks_ = 1, chunk_ = 1;
+  int64_t tile_rows_ = 1, tiles_ = 1, chunks_ = 1, chunk_ = 1, gspan_ = 1;
   bool f16_ = false;
   float theta_scale_ = 1.0f;
 };
