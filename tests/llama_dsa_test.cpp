@@ -38,9 +38,10 @@ std::vector<int32_t> tokens(int n, int vocab, uint32_t seed) {
   return t;
 }
 
-std::vector<float> run(const LlamaModel& m, const std::vector<int32_t>& ids, AttentionBackend* be, int64_t cap) {
+std::vector<float> run(const LlamaModel& m, const std::vector<int32_t>& ids, AttentionBackend* be, int64_t cap,
+                       KvType kv = KvType::kF16) {
   KvCache c;
-  c.reset(m.config(), cap);
+  c.reset(m.config(), cap, kv);
   if (be) be->begin_sequence();
   std::vector<float> logits(ids.size() * static_cast<size_t>(m.config().vocab));
   m.forward(ids.data(), static_cast<int64_t>(ids.size()), c, logits.data(), true, be);
@@ -61,7 +62,15 @@ TEST(LlamaDsa, EqualsDenseWhileContextFitsInKAndDiffersBeyond) {
   const auto dense = run(m, ids, nullptr, 64);
   DsaOptions o{.topk = 40, .schedule = share::Schedule::all_full(4), .indexers = &ix, .capacity = 64};
   LlamaDsaBackend all(m.config(), o);
-  EXPECT_LT(max_abs_diff(run(m, ids, &all, 64), dense), 1e-4);
+  double scale = 0.0;
+  for (float v : dense) scale = std::max(scale, std::fabs(double(v)));
+  // f32 cache: the same keys in a different order, so only f32 summation order differs (the
+  // per-layer attention outputs agree to ~1e-7 relative).
+  EXPECT_LT(max_abs_diff(run(m, ids, &all, 64, KvType::kF32), run(m, ids, nullptr, 64, KvType::kF32)), 1e-5 * scale);
+  // f16 cache: those ~1e-7 differences reach the next layer's K/V before they are rounded to
+  // half, and a value on a rounding boundary moves by one half ulp (2^-11 relative); so the
+  // bound is a few half ulps of the logits, not f32 rounding.
+  EXPECT_LT(max_abs_diff(run(m, ids, &all, 64), dense), 2e-3 * scale) << "max |logit| " << scale;
   o.topk = 8;
   LlamaDsaBackend sparse(m.config(), o);
   EXPECT_GT(max_abs_diff(run(m, ids, &sparse, 64), dense), 1e-2) << "top-8 of 40 keys did not change the output";

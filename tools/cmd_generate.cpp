@@ -34,6 +34,7 @@ struct GenerateArgs {
   bool chat = false;
   int max_tokens = 64;
   int64_t ctx = 0;
+  std::string kv = "f16";
   model::SamplerOptions sampling;
 };
 
@@ -64,7 +65,8 @@ int run(const GenerateArgs& a) {
   IS_CHECK(need <= ctx, "generate: prompt (", ids.size(), " tokens) + --max-tokens ", a.max_tokens, " = ", need,
            " exceeds the context of ", ctx, " tokens (the model's limit is ", cfg.context_length, ")");
   model::KvCache cache;
-  cache.reset(cfg, ctx);
+  IS_CHECK(a.kv == "f16" || a.kv == "f32", "generate: --kv must be f16 or f32, got '", a.kv, "'");
+  cache.reset(cfg, ctx, a.kv == "f32" ? model::KvType::kF32 : model::KvType::kF16);
   model::Sampler sampler(a.sampling);
   std::vector<float> logits(static_cast<size_t>(cfg.vocab));
   const int32_t im_end = tok.find_token("<|im_end|>");
@@ -108,6 +110,7 @@ CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model"
   app.add_option("--system", a->system, "system message for --chat");
   app.add_option("-n,--max-tokens", a->max_tokens, "tokens to generate")->capture_default_str();
   app.add_option("-c,--ctx", a->ctx, "KV-cache size in tokens (default: prompt + max-tokens)");
+  app.add_option("--kv", a->kv, "KV-cache type: f16 or f32")->capture_default_str();
   app.add_option("--temp", a->sampling.temperature, "temperature (0 = greedy)")->capture_default_str();
   app.add_option("--top-p", a->sampling.top_p, "nucleus sampling threshold")->capture_default_str();
   app.add_option("--top-k", a->sampling.top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();

@@ -89,7 +89,8 @@ void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedI
 
 void LlamaDsaBackend::select_oracle(const AttentionCall& a, int32_t* out) {
   probs_.resize(static_cast<size_t>(a.T * a.L));
-  ops::attention_probs({.q = a.q, .k = a.k, .T = a.T, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
+  const float* keys = attention_keys_f32(a, int64_t{mc_.n_kv_heads} * mc_.head_dim, keys_f32_);
+  ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
                         .D = mc_.head_dim, .q_start = a.pos0, .scale = a.scale, .P = probs_.data()});
   std::vector<float> masked(probs_);
   for (int64_t t = 0; t < a.T; ++t)
@@ -122,9 +123,10 @@ void LlamaDsaBackend::measure(const AttentionCall& a) {
   }
   std::vector<float> row(static_cast<size_t>(a.L));
   std::vector<int32_t> x, y, both;
+  const float* keys = attention_keys_f32(a, int64_t{mc_.n_kv_heads} * mc_.head_dim, keys_f32_);
   for (int64_t t = 0; t < a.T; ++t) {
     if ((a.pos0 + t) % stride != 0) continue;
-    ops::attention_probs({.q = a.q + t * Hq, .k = a.k, .T = 1, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
+    ops::attention_probs({.q = a.q + t * Hq, .k = keys, .T = 1, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
                           .D = mc_.head_dim, .q_start = a.pos0 + t, .scale = a.scale, .P = row.data()});
     double mass = 0.0;
     for (int64_t j = 0; j < k; ++j) {
@@ -175,6 +177,8 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
   sp.q = a.q;
   sp.k = a.k;
   sp.v = a.v;
+  sp.k16 = a.k16;
+  sp.v16 = a.v16;
   sp.indices = topk_.data();
   sp.T = a.T;
   sp.L = a.L;

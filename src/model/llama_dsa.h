@@ -105,6 +105,7 @@ class LlamaDsaBackend : public AttentionBackend {
   std::vector<int32_t> topk_, own_;          // [T, k]
   int64_t topk_rows_ = 0, topk_pos0_ = -1;
   std::vector<float> probs_;                 // [T, L] scratch for oracle / measure
+  std::vector<float> keys_f32_;              // [L, H_kv, Dh] widened f16 keys for oracle / measure
   DsaCounters counters_;
   std::vector<DsaLayerStats> stats_;
   std::vector<std::vector<std::vector<int32_t>>> recorded_;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "ops/dense_attention.h"
@@ -23,15 +24,37 @@ void LlamaConfig::validate() const {
   IS_CHECK(context_length > 0, "llama config: context_length must be > 0");
 }
 
-void KvCache::reset(const LlamaConfig& c, int64_t cap) {
+void KvCache::reset(const LlamaConfig& c, int64_t cap, KvType kv_type) {
   IS_CHECK(cap > 0, "KvCache: capacity must be > 0, got ", cap);
   IS_CHECK(cap <= c.context_length, "KvCache: context ", cap, " exceeds the model's limit of ", c.context_length,
            " tokens");
+  IS_CHECK(kv_type == KvType::kF32 || kv_type == KvType::kF16, "KvCache: unknown KV type ",
+           static_cast<int>(kv_type));
   capacity = cap;
   length = 0;
+  type = kv_type;
   const size_t per = static_cast<size_t>(cap) * c.n_kv_heads * c.head_dim;
-  k.assign(static_cast<size_t>(c.n_layers), std::vector<float>(per));
-  v.assign(static_cast<size_t>(c.n_layers), std::vector<float>(per));
+  const size_t layers = static_cast<size_t>(c.n_layers);
+  k.clear();
+  v.clear();
+  k16.clear();
+  v16.clear();
+  if (type == KvType::kF32) {
+    k.assign(layers, std::vector<float>(per));
+    v.assign(layers, std::vector<float>(per));
+  } else {
+    k16.assign(layers, std::vector<uint16_t>(per));
+    v16.assign(layers, std::vector<uint16_t>(per));
+  }
+}
+
+const float* attention_keys_f32(const AttentionCall& a, int64_t kv_dim, std::vector<float>& scratch) {
+  if (a.k) return a.k;
+  IS_CHECK(a.k16 != nullptr, "attention call of layer ", a.layer, " has no keys (neither f32 nor f16)");
+  const size_t n = static_cast<size_t>(a.L * kv_dim);
+  if (scratch.size() < n) scratch.resize(n);
+  f16_to_f32(std::span<const uint16_t>(a.k16, n), std::span<float>(scratch.data(), n));
+  return scratch.data();
 }
 
 void matmul(const QMatrix& W, const float* x, int64_t M, float* y) {
@@ -50,6 +73,13 @@ static void check_matrix(const QMatrix& m, int64_t N, int64_t K, const char* nam
   IS_CHECK(m.data != nullptr, "llama weights: layer ", layer, " ", name, " is missing");
   IS_CHECK(m.N == N && m.K == K, "llama weights: layer ", layer, " ", name, " has shape [", m.N, ", ", m.K,
            "], expected [", N, ", ", K, "]");
+  const auto traits = ggml_type_traits(static_cast<uint32_t>(m.type));
+  IS_CHECK(traits && (m.type == GgmlType::kF32 || m.type == GgmlType::kF16 || m.type == GgmlType::kBF16 ||
+                      m.type == GgmlType::kQ4_1 || m.type == GgmlType::kQ8_0),
+           "llama weights: layer ", layer, " ", name, " has type ", ggml_type_name(m.type),
+           ", which this engine does not compute on (supported: f32, f16, bf16, q4_1, q8_0)");
+  IS_CHECK(K % traits->block_size == 0, "llama weights: layer ", layer, " ", name, " has rows of ", K,
+           " elements, not a multiple of the ", traits->name, " block size ", traits->block_size);
 }
 
 LlamaModel::LlamaModel(LlamaConfig cfg, LlamaWeights w) : cfg_(cfg), w_(std::move(w)) {
@@ -73,22 +103,13 @@ LlamaModel::LlamaModel(LlamaConfig cfg, LlamaWeights w) : cfg_(cfg), w_(std::mov
   }
 }
 
-void LlamaModel::embed(const int32_t* tokens, int64_t T, float* x) const {
-  const int64_t d = cfg_.d_model;
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t id = tokens[t];
-    IS_CHECK(id >= 0 && id < cfg_.vocab, "llama: token id ", id, " at position ", t, " outside the vocabulary [0, ",
-             cfg_.vocab, ")");
-    const int64_t row_bytes = ggml_row_bytes(w_.token_embd.type, d);
-    ops::dequantize_row(w_.token_embd.type, static_cast<const uint8_t*>(w_.token_embd.data) + id * row_bytes, x + t * d, d);
-  }
-}
-
 void LlamaModel::dense(const AttentionCall& a, int n_heads, int n_kv_heads, int head_dim) {
   ops::DenseAttentionParams p;
   p.q = a.q;
   p.k = a.k;
   p.v = a.v;
+  p.k16 = a.k16;
+  p.v16 = a.v16;
   p.T = a.T;
   p.L = a.L;
   p.H = n_heads;
@@ -99,110 +120,6 @@ void LlamaModel::dense(const AttentionCall& a, int n_heads, int n_kv_heads, int 
   p.scale = a.scale;
   p.out = a.out;
   ops::dense_attention(p);
-}
-
-void LlamaModel::forward(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
-                         AttentionBackend* backend) const {
-  IS_CHECK(T > 0, "llama forward: empty input (no tokens)");
-  IS_CHECK(tokens != nullptr, "llama forward: tokens is null");
-  IS_CHECK(cache.capacity > 0 && static_cast<int>(cache.k.size()) == cfg_.n_layers,
-           "llama forward: the KV cache was not reset for this model");
-  IS_CHECK(cache.length + T <= cache.capacity, "llama forward: ", cache.length, " cached + ", T,
-           " new tokens exceed the cache capacity of ", cache.capacity, " (the model's limit is ",
-           cfg_.context_length, ")");
-  const int64_t d = cfg_.d_model;
-  std::vector<float> x(static_cast<size_t>(T * d));
-  embed(tokens, T, x.data());
-  forward_layers(0, cfg_.n_layers, x.data(), T, cache.length, cache, backend);
-  cache.length += T;
-  if (!logits) return;
-  const int64_t first = all_logits ? 0 : T - 1;
-  output_logits(x.data() + first * d, T - first, logits);
-}
-
-void LlamaModel::embed_tokens(const int32_t* tokens, int64_t T, float* x) const {
-  IS_CHECK(T >= 0, "llama embed_tokens: negative row count ", T);
-  IS_CHECK(T == 0 || (tokens != nullptr && x != nullptr), "llama embed_tokens: tokens or x is null");
-  embed(tokens, T, x);
-}
-
-// The layer loop; forward() is embed + forward_layers(0, n_layers) + output_logits.
-void LlamaModel::forward_layers(int first, int end, float* x_io, int64_t T, int64_t pos0, KvCache& cache,
-                                AttentionBackend* backend) const {
-  IS_CHECK(0 <= first && first <= end && end <= cfg_.n_layers, "llama forward_layers: layer range [", first, ", ", end,
-           ") outside [0, ", cfg_.n_layers, "]");
-  IS_CHECK(T > 0, "llama forward_layers: empty input (no rows)");
-  IS_CHECK(x_io != nullptr, "llama forward_layers: x is null");
-  IS_CHECK(pos0 >= 0, "llama forward_layers: negative pos0 ", pos0);
-  IS_CHECK(cache.capacity > 0 && static_cast<int>(cache.k.size()) == cfg_.n_layers,
-           "llama forward_layers: the KV cache was not reset for this model");
-  IS_CHECK(pos0 + T <= cache.capacity, "llama forward_layers: positions ", pos0, " + ", T,
-           " rows exceed the cache capacity of ", cache.capacity);
-  const int64_t d = cfg_.d_model, H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, Dh = cfg_.head_dim;
-  const int64_t qd = H * Dh, kd = Hkv * Dh, F = cfg_.ffn_dim;
-  const int64_t L = pos0 + T;
-  const size_t n = static_cast<size_t>(T * d);
-
-  std::vector<float> h(n);
-  std::vector<float> q(static_cast<size_t>(T * qd)), att(static_cast<size_t>(T * qd));
-  std::vector<float> g(static_cast<size_t>(T * F)), u(static_cast<size_t>(T * F));
-
-  ops::RopeParams rp;
-  rp.pos0 = pos0;
-  rp.T = T;
-  rp.head_dim = static_cast<int>(Dh);
-  rp.rot_offset = 0;
-  rp.rot_dim = static_cast<int>(Dh);
-  rp.theta = cfg_.rope_theta;
-  rp.pairing = ops::RopePairing::kInterleaved;
-
-  for (int l = first; l < end; ++l) {
-    const auto& W = w_.layers[static_cast<size_t>(l)];
-    ops::rms_norm({.x = x_io, .weight = W.attn_norm, .y = h.data(), .T = T, .n = d, .eps = cfg_.rms_eps});
-    matmul(W.wq, h.data(), T, q.data());
-    float* kc = cache.k[static_cast<size_t>(l)].data() + pos0 * kd;
-    float* vc = cache.v[static_cast<size_t>(l)].data() + pos0 * kd;
-    matmul(W.wk, h.data(), T, kc);
-    matmul(W.wv, h.data(), T, vc);
-    rp.x = q.data();
-    rp.H = static_cast<int>(H);
-    ops::rope(rp);
-    rp.x = kc;
-    rp.H = static_cast<int>(Hkv);
-    ops::rope(rp);
-
-    AttentionCall a;
-    a.layer = l;
-    a.T = T;
-    a.pos0 = pos0;
-    a.L = L;
-    a.x_norm = h.data();
-    a.q = q.data();
-    a.k = cache.k[static_cast<size_t>(l)].data();
-    a.v = cache.v[static_cast<size_t>(l)].data();
-    a.out = att.data();
-    a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
-    if (!backend || !backend->attend(a)) dense(a, static_cast<int>(H), static_cast<int>(Hkv), static_cast<int>(Dh));
-
-    matmul(W.wo, att.data(), T, h.data());
-    for (size_t i = 0; i < n; ++i) x_io[i] += h[i];
-
-    ops::rms_norm({.x = x_io, .weight = W.ffn_norm, .y = h.data(), .T = T, .n = d, .eps = cfg_.rms_eps});
-    matmul(W.w_gate, h.data(), T, g.data());
-    matmul(W.w_up, h.data(), T, u.data());
-    ops::swiglu(g.data(), u.data(), g.data(), T * F);
-    matmul(W.w_down, g.data(), T, h.data());
-    for (size_t i = 0; i < n; ++i) x_io[i] += h[i];
-  }
-}
-
-void LlamaModel::output_logits(const float* x, int64_t rows, float* logits) const {
-  IS_CHECK(rows >= 0, "llama output_logits: negative row count ", rows);
-  if (rows == 0) return;
-  IS_CHECK(x != nullptr && logits != nullptr, "llama output_logits: x or logits is null");
-  std::vector<float> h(static_cast<size_t>(rows * cfg_.d_model));
-  ops::rms_norm({.x = x, .weight = w_.output_norm, .y = h.data(), .T = rows, .n = cfg_.d_model, .eps = cfg_.rms_eps});
-  matmul(w_.output, h.data(), rows, logits);
 }
 
 }  // namespace indexshare::model

@@ -2,8 +2,19 @@
 // GGUF Q/K rows), GQA attention with a KV cache, SwiGLU MLP, tied or separate LM head.
 // Batched prefill of any number of tokens and single-token decode share one forward.
 //
-// Attention can be replaced per layer through AttentionHook (the DSA / IndexShare path and the
-// distillation capture use it); without a hook every layer runs dense causal attention.
+// Attention can be replaced per layer through AttentionBackend (the DSA / IndexShare path and
+// the distillation capture use it); without one every layer runs dense causal attention.
+//
+// Execution: a forward runs as one team of the pool's threads (core/thread_team.h) stepping
+// through the ops of every layer; each op is cut into units (row blocks x output columns,
+// attention row tiles x KV groups, or key chunks in decode) whose results do not depend on the
+// thread that runs them, so logits are bitwise identical for any thread count. Activations are
+// quantised once per op input (Q, K, V share one quantisation, gate and up another), SwiGLU is
+// fused into the gate/up product, the residual adds are fused into the output products, and
+// only the requested rows reach the LM head. With a backend the team stops around each
+// layer's attention so the backend runs on the calling thread with the whole pool.
+//
+// KV cache: f16 by default (IEEE half, round to nearest even; as llama.cpp stores it), or f32.
 #pragma once
 
 #include <cstdint>
@@ -48,16 +59,27 @@ struct LlamaWeights {
   std::vector<LlamaLayerWeights> layers;
 };
 
-// KV cache in fp32: per layer K and V [capacity, H_kv, Dh].
+enum class KvType { kF32, kF16 };
+
+// KV cache: per layer K (after RoPE) and V [capacity, H_kv, Dh], in f32 (k, v) or in IEEE half
+// (k16, v16); the other pair is empty. f16 halves the bytes decode reads per cached token.
 struct KvCache {
   int64_t capacity = 0;
   int64_t length = 0;  // tokens written
+  KvType type = KvType::kF16;
   std::vector<std::vector<float>> k, v;
-  void reset(const LlamaConfig& c, int64_t capacity);
+  std::vector<std::vector<uint16_t>> k16, v16;
+  void reset(const LlamaConfig& c, int64_t capacity, KvType type = KvType::kF16);
   void clear() { length = 0; }
+  int layers() const { return static_cast<int>(type == KvType::kF32 ? k.size() : k16.size()); }
 };
 
-// What a hook sees for one layer of one forward call.
+// What a backend sees for one layer of one forward call. The cache is exposed in its own
+// type: f32 caches fill k / v (k16 / v16 null), f16 caches fill k16 / v16 (k / v null).
+// ops::dense_attention and ops::sparse_attention (GQA form) take either pair as they are
+// (k16 / v16 fields), so a backend that passes the pointers through works with both; one that
+// needs f32 rows should ask its users for KvType::kF32 (KvCache::reset) or widen the rows it
+// reads (core/dtype.h f16_to_f32).
 struct AttentionCall {
   int layer = 0;
   int64_t T = 0;      // new tokens in this call
@@ -65,8 +87,11 @@ struct AttentionCall {
   int64_t L = 0;      // cache length after appending the new tokens (= pos0 + T)
   const float* x_norm = nullptr;  // [T, d_model] the attention input (after attn_norm)
   const float* q = nullptr;       // [T, H, Dh] after RoPE
-  const float* k = nullptr;       // [L, H_kv, Dh] cache (RoPE applied)
-  const float* v = nullptr;       // [L, H_kv, Dh]
+  KvType kv_type = KvType::kF32;
+  const float* k = nullptr;       // [L, H_kv, Dh] f32 cache (RoPE applied); null for f16
+  const float* v = nullptr;       // [L, H_kv, Dh] f32 cache; null for f16
+  const uint16_t* k16 = nullptr;  // [L, H_kv, Dh] f16 cache (RoPE applied); null for f32
+  const uint16_t* v16 = nullptr;  // [L, H_kv, Dh] f16 cache; null for f32
   float* out = nullptr;           // [T, H, Dh] to be written by the hook
   float scale = 0.0f;             // 1/sqrt(Dh)
 };
@@ -88,7 +113,8 @@ class LlamaModel {
   const LlamaConfig& config() const { return cfg_; }
 
   // Runs tokens [T] at positions cache.length .. cache.length + T - 1 and appends to the cache.
-  // logits: [T, vocab] when all_logits, else [vocab] for the last token; may be null.
+  // logits: [T, vocab] when all_logits, else [vocab] for the last token; may be null (then
+  // the LM head is skipped). Scratch memory is kept per calling thread and reused.
   void forward(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
                AttentionBackend* backend = nullptr) const;
 
@@ -107,14 +133,19 @@ class LlamaModel {
                       AttentionBackend* backend = nullptr) const;
   void output_logits(const float* x, int64_t rows, float* logits) const;
 
-  // Dense attention for one call (also what a hook can fall back to).
+  // Dense attention for one call, f32 or f16 cache (also what a backend can fall back to).
   static void dense(const AttentionCall& a, int n_heads, int n_kv_heads, int head_dim);
 
+  const LlamaWeights& weights() const { return w_; }
+
  private:
-  void embed(const int32_t* tokens, int64_t T, float* x) const;
   LlamaConfig cfg_;
   LlamaWeights w_;
 };
+
+// The call's keys [L, H_kv, Dh] in f32: a.k itself for an f32 cache, else the f16 rows widened
+// into `scratch` (for backends whose ops read f32 keys: attention probabilities, capture).
+const float* attention_keys_f32(const AttentionCall& a, int64_t kv_dim, std::vector<float>& scratch);
 
 // y[M, N] = x[M, K] * W^T for any QMatrix type (dispatches to ops/quant_matmul).
 void matmul(const QMatrix& W, const float* x, int64_t M, float* y);

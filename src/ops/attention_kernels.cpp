@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "core/dtype.h"
 #include "core/thread_pool.h"
 
 namespace indexshare::ops::detail {
@@ -17,12 +18,14 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-// The per-block building blocks; one scalar and one AVX2 set. Every one of them computes each
-// output element from its own inputs in a fixed order, whatever the tile shape.
+// The per-block building blocks; one scalar and one AVX2 set per key element type E (float or
+// IEEE half as uint16_t). Every one of them computes each output element from its own inputs
+// in a fixed order, whatever the tile shape.
+template <class E>
 struct Kernels {
   // s[a * ld + j] = scale * q[a] . k[j] for a < nq, j < nk; meanwhile prefetches `bytes`
   // from each of pf[0, npf) (the rows of the next step) when the kernel can.
-  void (*scores)(const float* const* q, int nq, const float* const* k, int nk, int D,
+  void (*scores)(const float* const* q, int nq, const E* const* k, int nk, int D,
                  float scale, float* s, int ld, const char* const* pf, int npf, int bytes);
   // Max of x[0, n); NaN if any element is NaN.
   float (*row_max)(const float* x, int n);
@@ -32,17 +35,21 @@ struct Kernels {
   void (*rescale)(float* const* o, int nq, const float* c, int D);
   // o[a][d] += sum_{j < cnt[a]} p[a * ld + j] * v[j][d], j ascending.
   void (*pv)(float* const* o, int nq, const float* p, int ld, const int* cnt,
-             const float* const* v, int D);
+             const E* const* v, int D);
 };
+
+inline float widen(float x) { return x; }
+inline float widen(uint16_t x) { return f16_to_f32(x); }
 
 // ---- scalar ----------------------------------------------------------------------------
 
-void scores_scalar(const float* const* q, int nq, const float* const* k, int nk, int D,
+template <class E>
+void scores_scalar(const float* const* q, int nq, const E* const* k, int nk, int D,
                    float scale, float* s, int ld, const char* const*, int, int) {
   for (int a = 0; a < nq; ++a) {
     for (int j = 0; j < nk; ++j) {
       float acc = 0.0f;
-      for (int d = 0; d < D; ++d) acc += q[a][d] * k[j][d];
+      for (int d = 0; d < D; ++d) acc += q[a][d] * widen(k[j][d]);
       s[a * ld + j] = acc * scale;
     }
   }
@@ -73,22 +80,39 @@ void rescale_scalar(float* const* o, int nq, const float* c, int D) {
   }
 }
 
+template <class E>
 void pv_scalar(float* const* o, int nq, const float* p, int ld, const int* cnt,
-               const float* const* v, int D) {
+               const E* const* v, int D) {
   for (int a = 0; a < nq; ++a) {
     for (int j = 0; j < cnt[a]; ++j) {
       const float w = p[a * ld + j];
-      for (int d = 0; d < D; ++d) o[a][d] += w * v[j][d];
+      for (int d = 0; d < D; ++d) o[a][d] += w * widen(v[j][d]);
     }
   }
 }
 
-constexpr Kernels kScalar{scores_scalar, row_max_scalar, exp_sum_scalar, rescale_scalar,
-                          pv_scalar};
+template <class E>
+constexpr Kernels<E> kScalar{scores_scalar<E>, row_max_scalar, exp_sum_scalar, rescale_scalar,
+                             pv_scalar<E>};
 
 // ---- AVX2 + FMA ------------------------------------------------------------------------
 
-#define IS_AVX2 __attribute__((target("avx2,fma")))
+#define IS_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// Eight elements at p as f32; the masked form reads only lanes [0, rem) (mask = lane_mask(rem))
+// and zeroes the others.
+IS_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+IS_AVX2 inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+IS_AVX2 inline __m256 load8_masked(const float* p, __m256i mask, int) {
+  return _mm256_maskload_ps(p, mask);
+}
+IS_AVX2 inline __m256 load8_masked(const uint16_t* p, __m256i, int rem) {
+  alignas(16) uint16_t h[8] = {};
+  for (int i = 0; i < rem; ++i) h[i] = p[i];
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+}
 
 IS_AVX2 inline float hsum(__m256 v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -146,8 +170,8 @@ IS_AVX2 inline __m256 reduce8(const __m256* a) {
 
 // Dot products of NH queries with NJ keys; each (query, key) pair owns one accumulator, runs
 // over d in the same order and is reduced by the same tree for every tile shape.
-template <int NH, int NJ>
-IS_AVX2 inline void dot_tile(const float* const* q, const float* const* k, int D, __m256i tail,
+template <int NH, int NJ, class E>
+IS_AVX2 inline void dot_tile(const float* const* q, const E* const* k, int D, __m256i tail,
                       float scale, float* s, int ld) {
   static_assert(NH * NJ <= 8);
   __m256 acc[8];
@@ -158,7 +182,7 @@ IS_AVX2 inline void dot_tile(const float* const* q, const float* const* k, int D
   for (; d < dfull; d += 8) {
     __m256 kv[NJ];
 #pragma GCC unroll 4
-    for (int j = 0; j < NJ; ++j) kv[j] = _mm256_loadu_ps(k[j] + d);
+    for (int j = 0; j < NJ; ++j) kv[j] = load8(k[j] + d);
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m256 qv = _mm256_loadu_ps(q[h] + d);
@@ -169,7 +193,7 @@ IS_AVX2 inline void dot_tile(const float* const* q, const float* const* k, int D
   if (d < D) {
     __m256 kv[NJ];
 #pragma GCC unroll 4
-    for (int j = 0; j < NJ; ++j) kv[j] = _mm256_maskload_ps(k[j] + d, tail);
+    for (int j = 0; j < NJ; ++j) kv[j] = load8_masked(k[j] + d, tail, D - d);
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m256 qv = _mm256_maskload_ps(q[h] + d, tail);
@@ -185,17 +209,20 @@ IS_AVX2 inline void dot_tile(const float* const* q, const float* const* k, int D
     for (int j = 0; j < NJ; ++j) s[h * ld + j] = r[h * NJ + j];
 }
 
-using DotTileFn = void (*)(const float* const*, const float* const*, int, __m256i, float,
-                           float*, int);
+template <class E>
+using DotTileFn = void (*)(const float* const*, const E* const*, int, __m256i, float, float*,
+                           int);
 constexpr int kDotH = 4, kDotJ = 2;
-constexpr DotTileFn kDotTiles[kDotH][kDotJ] = {
-    {dot_tile<1, 1>, dot_tile<1, 2>},
-    {dot_tile<2, 1>, dot_tile<2, 2>},
-    {dot_tile<3, 1>, dot_tile<3, 2>},
-    {dot_tile<4, 1>, dot_tile<4, 2>},
+template <class E>
+constexpr DotTileFn<E> kDotTiles[kDotH][kDotJ] = {
+    {dot_tile<1, 1, E>, dot_tile<1, 2, E>},
+    {dot_tile<2, 1, E>, dot_tile<2, 2, E>},
+    {dot_tile<3, 1, E>, dot_tile<3, 2, E>},
+    {dot_tile<4, 1, E>, dot_tile<4, 2, E>},
 };
 
-IS_AVX2 void scores_avx2(const float* const* q, int nq, const float* const* k, int nk, int D,
+template <class E>
+IS_AVX2 void scores_avx2(const float* const* q, int nq, const E* const* k, int nk, int D,
                          float scale, float* s, int ld, const char* const* pf, int npf,
                          int bytes) {
   const __m256i tail = lane_mask(D & 7);
@@ -219,9 +246,9 @@ IS_AVX2 void scores_avx2(const float* const* q, int nq, const float* const* k, i
       for (int h = h0; h < h1; h += kDotH) {
         const int nh = std::min(kDotH, h1 - h);
         if (nh == kDotH && nj == kDotJ) {  // the common case, inlined
-          dot_tile<kDotH, kDotJ>(q + h, k + j, D, tail, scale, s + h * ld + j, ld);
+          dot_tile<kDotH, kDotJ, E>(q + h, k + j, D, tail, scale, s + h * ld + j, ld);
         } else {
-          kDotTiles[nh - 1][nj - 1](q + h, k + j, D, tail, scale, s + h * ld + j, ld);
+          kDotTiles<E>[nh - 1][nj - 1](q + h, k + j, D, tail, scale, s + h * ld + j, ld);
         }
       }
     }
@@ -281,9 +308,9 @@ IS_AVX2 void rescale_avx2(float* const* o, int nq, const float* c, int D) {
 
 // o[h][d, d + 8 NC) += sum_{j in [j0, j1)} p[h * ld + j] * v[j][d, ...) for NH queries; the
 // last chunk is masked when kMask.
-template <int NH, int NC, bool kMask>
-IS_AVX2 void pv_tile(float* const* o, const float* p, int ld, const float* const* v, int j0,
-                     int j1, int d, __m256i mask) {
+template <int NH, int NC, bool kMask, class E>
+IS_AVX2 void pv_tile(float* const* o, const float* p, int ld, const E* const* v, int j0,
+                     int j1, int d, __m256i mask, int rem) {
   __m256 acc[NH][NC];
 #pragma GCC unroll 4
   for (int h = 0; h < NH; ++h)
@@ -295,8 +322,8 @@ IS_AVX2 void pv_tile(float* const* o, const float* p, int ld, const float* const
     __m256 vv[NC];
 #pragma GCC unroll 4
     for (int c = 0; c < NC; ++c)
-      vv[c] = (kMask && c == NC - 1) ? _mm256_maskload_ps(v[j] + d + 8 * c, mask)
-                                     : _mm256_loadu_ps(v[j] + d + 8 * c);
+      vv[c] = (kMask && c == NC - 1) ? load8_masked(v[j] + d + 8 * c, mask, rem)
+                                     : load8(v[j] + d + 8 * c);
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m256 w = _mm256_broadcast_ss(p + h * ld + j);
@@ -316,21 +343,25 @@ IS_AVX2 void pv_tile(float* const* o, const float* p, int ld, const float* const
     }
 }
 
-using PvTileFn = void (*)(float* const*, const float*, int, const float* const*, int, int, int,
-                          __m256i);
+template <class E>
+using PvTileFn = void (*)(float* const*, const float*, int, const E* const*, int, int, int,
+                          __m256i, int);
 constexpr int kPvH = 4, kPvC = 3;
 // [queries - 1][chunks - 1], plus a masked single chunk per query count.
-constexpr PvTileFn kPvTiles[kPvH][kPvC] = {
-    {pv_tile<1, 1, false>, pv_tile<1, 2, false>, pv_tile<1, 3, false>},
-    {pv_tile<2, 1, false>, pv_tile<2, 2, false>, pv_tile<2, 3, false>},
-    {pv_tile<3, 1, false>, pv_tile<3, 2, false>, pv_tile<3, 3, false>},
-    {pv_tile<4, 1, false>, pv_tile<4, 2, false>, pv_tile<4, 3, false>},
+template <class E>
+constexpr PvTileFn<E> kPvTiles[kPvH][kPvC] = {
+    {pv_tile<1, 1, false, E>, pv_tile<1, 2, false, E>, pv_tile<1, 3, false, E>},
+    {pv_tile<2, 1, false, E>, pv_tile<2, 2, false, E>, pv_tile<2, 3, false, E>},
+    {pv_tile<3, 1, false, E>, pv_tile<3, 2, false, E>, pv_tile<3, 3, false, E>},
+    {pv_tile<4, 1, false, E>, pv_tile<4, 2, false, E>, pv_tile<4, 3, false, E>},
 };
-constexpr PvTileFn kPvMasked[kPvH] = {pv_tile<1, 1, true>, pv_tile<2, 1, true>,
-                                      pv_tile<3, 1, true>, pv_tile<4, 1, true>};
+template <class E>
+constexpr PvTileFn<E> kPvMasked[kPvH] = {pv_tile<1, 1, true, E>, pv_tile<2, 1, true, E>,
+                                         pv_tile<3, 1, true, E>, pv_tile<4, 1, true, E>};
 
+template <class E>
 IS_AVX2 void pv_avx2(float* const* o, int nq, const float* p, int ld, const int* cnt,
-                     const float* const* v, int D) {
+                     const E* const* v, int D) {
   const int dfull = D & ~7;
   const __m256i tail = lane_mask(D & 7);
   // Column chunks outermost: the slice of the block's value rows stays in L1 for all queries.
@@ -341,44 +372,48 @@ IS_AVX2 void pv_avx2(float* const* o, int nq, const float* p, int ld, const int*
       const int nh = std::min(kPvH, nq - a);
       int cmin = cnt[a];
       for (int h = 1; h < nh; ++h) cmin = std::min(cmin, cnt[a + h]);
-      const PvTileFn tile = masked ? kPvMasked[nh - 1] : kPvTiles[nh - 1][nc - 1];
-      tile(o + a, p + a * ld, ld, v, 0, cmin, d, tail);
+      const PvTileFn<E> tile = masked ? kPvMasked<E>[nh - 1] : kPvTiles<E>[nh - 1][nc - 1];
+      tile(o + a, p + a * ld, ld, v, 0, cmin, d, tail, D & 7);
       // Queries that see more of the block (dense causal tiles) continue alone; each (query,
       // column) still accumulates its keys in ascending order.
-      const PvTileFn one = masked ? kPvMasked[0] : kPvTiles[0][nc - 1];
+      const PvTileFn<E> one = masked ? kPvMasked<E>[0] : kPvTiles<E>[0][nc - 1];
       for (int h = 0; h < nh; ++h) {
-        if (cnt[a + h] > cmin) one(o + a + h, p + (a + h) * ld, ld, v, cmin, cnt[a + h], d, tail);
+        if (cnt[a + h] > cmin) {
+          one(o + a + h, p + (a + h) * ld, ld, v, cmin, cnt[a + h], d, tail, D & 7);
+        }
       }
     }
     d += masked ? 8 : 8 * nc;
   }
 }
 
-constexpr Kernels kAvx2{scores_avx2, row_max_avx2, exp_sum_avx2, rescale_avx2, pv_avx2};
+template <class E>
+constexpr Kernels<E> kAvx2{scores_avx2<E>, row_max_avx2, exp_sum_avx2, rescale_avx2, pv_avx2<E>};
 
 // ---- driver ----------------------------------------------------------------------------
 
+template <class E>
 struct Scratch {
   std::vector<float> s;  // [run size, kKeyBlock] logits, then probabilities
   std::vector<float> m, l, corr;
   std::vector<int> cnt, active, runs;
-  std::vector<const float*> qa, kbase, vbase, krow, vrow;
+  std::vector<const float*> qa;
+  std::vector<const E*> kbase, vbase, krow, vrow;
   std::vector<const char*> pf;
   std::vector<float*> oa;
 };
 
-Scratch& scratch() {
-  thread_local Scratch s;
+template <class E>
+Scratch<E>& scratch() {
+  thread_local Scratch<E> s;
   return s;
 }
 
-}  // namespace
-
-void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk, int Dv,
-                 float scale) {
-  if (nq <= 0) return;
-  const Kernels& kern = use_avx2() ? kAvx2 : kScalar;
-  Scratch& sc = scratch();
+template <class E>
+void attend(const AttnQuery* queries, int nq, const AttnKeys& keys, const E* kp, const E* vp,
+            int Dqk, int Dv, float scale) {
+  const Kernels<E>& kern = use_avx2() ? kAvx2<E> : kScalar<E>;
+  Scratch<E>& sc = scratch<E>();
   const size_t n = static_cast<size_t>(nq);
   sc.s.resize(n * kKeyBlock);
   sc.m.assign(n, kNegInf);
@@ -401,21 +436,20 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
   }
   const int n_runs = static_cast<int>(sc.runs.size());
   sc.runs.push_back(nq);
-  const bool shared_rows = keys.k == keys.v && keys.k_stride == keys.v_stride &&
+  const bool shared_rows = kp == vp && keys.k_stride == keys.v_stride &&
                            keys.k_group == keys.v_group;  // MLA: the value is inside the key
   const auto token = [&](int64_t j) { return keys.tokens ? int64_t{keys.tokens[j]} : j; };
-  const int pf_bytes =
-      static_cast<int>(sizeof(float)) * (shared_rows ? Dqk : std::max(Dqk, Dv));
+  const int pf_bytes = static_cast<int>(sizeof(E)) * (shared_rows ? Dqk : std::max(Dqk, Dv));
   // Fills sc.pf with the key (and value) rows of group g for the block at j0; returns the count.
   const auto next_rows = [&](int64_t j0, int g) {
     const int nb = static_cast<int>(std::clamp<int64_t>(n_max - j0, 0, kKeyBlock));
     int n = 0;
     for (int j = 0; j < nb; ++j) {
       const int64_t tok = token(j0 + j);
-      const float* k = keys.k + tok * keys.k_stride + g * keys.k_group;
+      const E* k = kp + tok * keys.k_stride + g * keys.k_group;
       sc.pf[n++] = reinterpret_cast<const char*>(k);
       if (!shared_rows) {
-        const float* v = keys.v + tok * keys.v_stride + g * keys.v_group;
+        const E* v = vp + tok * keys.v_stride + g * keys.v_group;
         sc.pf[n++] = reinterpret_cast<const char*>(v);
       }
     }
@@ -427,8 +461,8 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
     const int nb = static_cast<int>(std::min<int64_t>(kKeyBlock, n_max - j0));
     for (int j = 0; j < nb; ++j) {
       const int64_t tok = token(j0 + j);
-      sc.kbase[j] = keys.k + tok * keys.k_stride;
-      sc.vbase[j] = keys.v + tok * keys.v_stride;
+      sc.kbase[j] = kp + tok * keys.k_stride;
+      sc.vbase[j] = vp + tok * keys.v_stride;
     }
     for (int r = 0; r < n_runs; ++r) {
       const int g = queries[sc.runs[r]].group;
@@ -486,6 +520,18 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
     float* o = queries[i].out;
     for (int d = 0; d < Dv; ++d) o[d] /= l;
     if (queries[i].lse) *queries[i].lse = sc.m[i] + std::log(l);
+  }
+}
+
+}  // namespace
+
+void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk, int Dv,
+                 float scale) {
+  if (nq <= 0) return;
+  if (keys.k16 != nullptr || keys.v16 != nullptr) {
+    attend<uint16_t>(queries, nq, keys, keys.k16, keys.v16, Dqk, Dv, scale);
+  } else {
+    attend<float>(queries, nq, keys, keys.k, keys.v, Dqk, Dv, scale);
   }
 }
 

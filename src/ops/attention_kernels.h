@@ -29,9 +29,13 @@ struct AttnQuery {
 // Token s, group g: key at k + s * k_stride + g * k_group ([Dqk]), value at
 // v + s * v_stride + g * v_group ([Dv]). All groups of a token row are gathered together, so
 // the row is fetched once (pages and prefetch streams shared) for every group of the tile.
+// Keys and values are f32 (k, v) or IEEE half (k16, v16, same strides in elements): set one
+// pair. Half values are widened exactly to f32; the arithmetic is the f32 path's on them.
 struct AttnKeys {
   const float* k = nullptr;
   const float* v = nullptr;
+  const uint16_t* k16 = nullptr;
+  const uint16_t* v16 = nullptr;
   int64_t k_stride = 0, v_stride = 0;
   int64_t k_group = 0, v_group = 0;
   const int32_t* tokens = nullptr;  // [n] nullable: list entry j is token tokens[j], else j

@@ -50,6 +50,15 @@ void dequant_q8_scalar(const Block* x, float* y, int64_t nb) {
   }
 }
 
+// The multiplier of a Q8 block: 127 / amax, as ggml's x86 quantisers compute it (it can differ
+// from 1 / d by an ulp, which moves an element that sits on a rounding boundary); 1 / d where
+// 127 / amax overflows (amax below ~3.7e-37), 0 for an all-zero block.
+inline float inverse_scale(float amax, float d) {
+  if (amax == 0.0f) return 0.0f;
+  const float id = 127.0f / amax;
+  return std::isinf(id) ? 1.0f / d : id;
+}
+
 // Quantises one block of 32 into qs; returns the fp32 scale d, or NaN for a non-finite block
 // (then qs is all zero).
 float quantize_block_q8_scalar(const float* x, int8_t* qs) {
@@ -64,7 +73,7 @@ float quantize_block_q8_scalar(const float* x, int8_t* qs) {
     return NAN;
   }
   const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float id = inverse_scale(amax, d);
   for (int j = 0; j < kQK; ++j) qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
   return d;
 }
@@ -121,8 +130,9 @@ __attribute__((target("avx2,fma,f16c"))) float quantize_block_q8_avx2(const floa
   __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
   m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
   m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-  const float d = _mm_cvtss_f32(m4) / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float amax_s = _mm_cvtss_f32(m4);
+  const float d = amax_s / 127.0f;
+  const float id = inverse_scale(amax_s, d);
   const __m256 vid = _mm256_set1_ps(id);
   __m256i q[4];
   for (int i = 0; i < 4; ++i) {

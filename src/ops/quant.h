@@ -8,7 +8,7 @@
 //   F32, F16 (IEEE half), BF16: one element each.
 //
 // Quantisation to Q8_0 / Q8_1 is ggml's round-to-nearest: per block d = amax / 127 and
-// q = round(x / d) (computed as x * (1/d), ties to even, as ggml's x86 path does); a block
+// q = round(x / d) (computed as x * (127 / amax), ties to even, as ggml's x86 path does); a block
 // whose d overflows fp16 (amax > ~8.3e6) stores d = inf. A block holding a NaN or an infinity
 // stores d = NaN and q = 0, so NaN reaches every product that uses it.
 #pragma once

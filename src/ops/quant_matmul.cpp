@@ -19,6 +19,9 @@ namespace {
 // Rows of x per weight-block decode in prefill, and rows of x kept hot in L2 at once.
 constexpr int kMr = 4;
 constexpr int64_t kMBlock = 64;
+// Decode (M = 1) prefetch distance in weight bytes. tg64 of SmolLM2 Q4_1 on the shared 2-core
+// machine, interleaved runs: none 65, 8 KiB 76, 16 KiB 79 tokens/s (2 threads).
+constexpr int64_t kDecodePrefetch = 16384;
 
 // Everything a tile kernel needs; a and the scale arrays are the quantised activations.
 struct Ctx {
@@ -34,7 +37,13 @@ struct Ctx {
   const float* ad;      // [M, ls] activation scales d as f32
   const float* as;      // [M, ls] activation sums s as f32 (Q8_1), zero beyond nb
   int64_t ls;           // row stride of ad / as: nb rounded up to a multiple of 8
+  bool accumulate;      // y += result instead of y = result
 };
+
+inline void put(const Ctx& c, int64_t m, int64_t n, float v) {
+  float& y = c.y[m * c.ldy + n];
+  y = c.accumulate ? y + v : v;
+}
 
 template <class Block>
 const Block* wrow(const Ctx& c, int64_t n) {
@@ -100,7 +109,7 @@ struct Scalar {
   template <int MR, int NR>
   static void tile(const Ctx& c, int64_t m, int64_t n) {
     for (int i = 0; i < MR; ++i) {
-      for (int r = 0; r < NR; ++r) c.y[(m + i) * c.ldy + n + r] = Dot(c, m + i, n + r);
+      for (int r = 0; r < NR; ++r) put(c, m + i, n + r, Dot(c, m + i, n + r));
     }
   }
 };
@@ -122,63 +131,73 @@ IS_AVX2 inline __m256 dot_u8s8(__m256i u, __m256i s) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-// Blocks per chunk of the Q4_1 kernel: the m * s terms of a chunk are summed as one 8-wide
-// dot product after it (keeping them out of the registers the main loop needs).
-constexpr int kChunk = 32;
+// The Q4_1 kernel sums the m_w * s_a terms of an output block by block with one fused
+// multiply-add each, after the d_w d_a Σ q_w q_a vector terms, exactly as ggml's
+// ggml_vec_dot_q4_1_q8_1 orders them, so each output is bitwise what llama.cpp computes. The
+// MR x NR running sums of a tile live in the lanes of one vector (lane i * NR + r).
+template <int MR, int NR>
+IS_AVX2 inline __m256 lanes_m(const BlockQ4_1* const* w, int64_t b) {
+  static_assert(MR * NR <= 8 && (NR == 1 || NR == 2 || NR == 4));
+  if constexpr (NR == 1) {
+    return _mm256_set1_ps(_cvtsh_ss(w[0][b].m));
+  } else if constexpr (NR == 2) {
+    return _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(w[0][b].m | (uint32_t{w[1][b].m} << 16))));
+  } else {
+    const uint64_t m4 = w[0][b].m | (uint64_t{w[1][b].m} << 16) | (uint64_t{w[2][b].m} << 32) |
+                        (uint64_t{w[3][b].m} << 48);
+    return _mm256_cvtph_ps(_mm_set1_epi64x(static_cast<long long>(m4)));
+  }
+}
+
+template <int MR, int NR>
+IS_AVX2 inline __m256 lanes_s(const float* const* sa, int64_t b) {
+  if constexpr (MR == 1) {
+    return _mm256_set1_ps(sa[0][b]);
+  } else {
+    alignas(32) float v[8] = {};
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) v[i * NR + r] = sa[i][b];
+    }
+    return _mm256_load_ps(v);
+  }
+}
 
 struct Q41Avx2 {
   template <int MR, int NR>
   IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
     const BlockQ4_1* w[NR];
     for (int r = 0; r < NR; ++r) w[r] = wrow<BlockQ4_1>(c, n + r);
+    const float* sa[MR];
+    for (int i = 0; i < MR; ++i) sa[i] = c.as + (m + i) * c.ls;
     __m256 acc[MR][NR];
-    float summ[MR][NR];
     for (int i = 0; i < MR; ++i) {
-      for (int r = 0; r < NR; ++r) {
-        acc[i][r] = _mm256_setzero_ps();
-        summ[i][r] = 0.0f;
-      }
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
     }
-    alignas(32) float mws[NR][kChunk];
+    __m256 summ = _mm256_setzero_ps();
     const __m256i low = _mm256_set1_epi8(0x0f);
-    for (int64_t b0 = 0; b0 < c.nb; b0 += kChunk) {
-      const int len = static_cast<int>(std::min<int64_t>(kChunk, c.nb - b0));
-      for (int j = 0; j < len; ++j) {
-        const int64_t b = b0 + j;
-        __m256i wq[NR];
-        float dw[NR];
-        for (int r = 0; r < NR; ++r) {
-          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
-          // Element order: low nibbles are elements 0..15, high nibbles 16..31.
-          wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
-          dw[r] = _cvtsh_ss(w[r][b].d);
-          mws[r][j] = _cvtsh_ss(w[r][b].m);
-        }
-        for (int i = 0; i < MR; ++i) {
-          const int64_t ab = (m + i) * c.nb + b;
-          const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
-          const float da = c.ad[(m + i) * c.ls + b];
-          for (int r = 0; r < NR; ++r) {
-            acc[i][r] = _mm256_fmadd_ps(dot_u8s8(wq[r], aq), _mm256_set1_ps(dw[r] * da), acc[i][r]);
-          }
-        }
-      }
-      // Σ_j m_w[j] s_a[j] over the chunk; both are zero past its end (s_a by padding).
-      const int len8 = (len + 7) / 8 * 8;
+    for (int64_t b = 0; b < c.nb; ++b) {
+      __m256i wq[NR];
+      float dw[NR];
       for (int r = 0; r < NR; ++r) {
-        for (int j = len; j < len8; ++j) mws[r][j] = 0.0f;
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs));
+        // Element order: low nibbles are elements 0..15, high nibbles 16..31.
+        wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+        dw[r] = _cvtsh_ss(w[r][b].d);
       }
+      summ = _mm256_fmadd_ps(lanes_m<MR, NR>(w, b), lanes_s<MR, NR>(sa, b), summ);
       for (int i = 0; i < MR; ++i) {
-        const float* sa = c.as + (m + i) * c.ls + b0;
+        const int64_t ab = (m + i) * c.nb + b;
+        const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.a1[ab].qs));
+        const float da = c.ad[(m + i) * c.ls + b];
         for (int r = 0; r < NR; ++r) {
-          __m256 v = _mm256_setzero_ps();
-          for (int j = 0; j < len8; j += 8) v = _mm256_fmadd_ps(_mm256_load_ps(&mws[r][j]), _mm256_loadu_ps(sa + j), v);
-          summ[i][r] += hsum(v);
+          acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), dot_u8s8(wq[r], aq), acc[i][r]);
         }
       }
     }
+    alignas(32) float sm[8];
+    _mm256_store_ps(sm, summ);
     for (int i = 0; i < MR; ++i) {
-      for (int r = 0; r < NR; ++r) c.y[(m + i) * c.ldy + n + r] = hsum(acc[i][r]) + summ[i][r];
+      for (int r = 0; r < NR; ++r) put(c, m + i, n + r, hsum(acc[i][r]) + sm[i * NR + r]);
     }
   }
 };
@@ -212,7 +231,7 @@ struct Q80Avx2 {
       }
     }
     for (int i = 0; i < MR; ++i) {
-      for (int r = 0; r < NR; ++r) c.y[(m + i) * c.ldy + n + r] = hsum(acc[i][r]);
+      for (int r = 0; r < NR; ++r) put(c, m + i, n + r, hsum(acc[i][r]));
     }
   }
 };
@@ -253,7 +272,7 @@ struct FloatAvx2 {
       for (int r = 0; r < NR; ++r) {
         float tail = 0.0f;
         for (int64_t k = k8; k < c.K; ++k) tail = std::fma(load_scalar<T>(w[r], k), x[i][k], tail);
-        c.y[(m + i) * c.ldy + n + r] = hsum(acc[i][r]) + tail;
+        put(c, m + i, n + r, hsum(acc[i][r]) + tail);
       }
     }
   }
@@ -263,17 +282,26 @@ struct FloatAvx2 {
 
 // ---- driver --------------------------------------------------------------------------------
 
-// Covers outputs [n0, n1) of every row. The tile shape never changes an output's arithmetic.
+// Covers outputs [n0, n1) of rows [mb, me). The tile shape never changes an output's
+// arithmetic.
 template <class Kern>
-void run_columns(const Ctx& c, int64_t M, int64_t n0, int64_t n1) {
-  if (M == 1) {
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) Kern::template tile<1, 4>(c, 0, n);
-    for (; n < n1; ++n) Kern::template tile<1, 1>(c, 0, n);
+void run_block(const Ctx& c, int64_t mb, int64_t me, int64_t n0, int64_t n1) {
+  if (me - mb == 1) {
+    // One row (decode): weight rows one after another, a single sequential stream (4-row
+    // tiles interleave four short streams of a few cache lines each and ran at about 60 % of
+    // this speed from DRAM), each row's lines also prefetched kDecodePrefetch bytes ahead.
+    for (int64_t n = n0; n < n1; ++n) {
+      // An address (possibly past the matrix: a prefetch never faults), not a pointer into it.
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(c.w + n * c.row_bytes) + kDecodePrefetch;
+      for (int64_t b = 0; b < c.row_bytes; b += 64) {
+        __builtin_prefetch(reinterpret_cast<const void*>(ahead + static_cast<uintptr_t>(b)));
+      }
+      Kern::template tile<1, 1>(c, mb, n);
+    }
     return;
   }
-  for (int64_t m0 = 0; m0 < M; m0 += kMBlock) {
-    const int64_t m1 = std::min(M, m0 + kMBlock);
+  for (int64_t m0 = mb; m0 < me; m0 += kMBlock) {
+    const int64_t m1 = std::min(me, m0 + kMBlock);
     int64_t n = n0;
     for (; n + 2 <= n1; n += 2) {
       int64_t m = m0;
@@ -292,20 +320,68 @@ template <class Kern>
 void run(const Ctx& c, int64_t M, int64_t N) {
   // At least 16 outputs per thread, and enough work per part to pay for a wake-up.
   const int64_t grain = std::max<int64_t>(16, 4096 / std::max<int64_t>(1, M * c.nb));
-  parallel_for(N, grain, [&](int64_t n0, int64_t n1) { run_columns<Kern>(c, M, n0, n1); });
+  parallel_for(N, grain, [&](int64_t n0, int64_t n1) { run_block<Kern>(c, 0, M, n0, n1); });
 }
 
 bool is_float_type(GgmlType t) {
   return t == GgmlType::kF32 || t == GgmlType::kF16 || t == GgmlType::kBF16;
 }
 
-// Per-thread scratch for the quantised activations (grows, never shrinks).
-struct Scratch {
-  std::vector<BlockQ8_1> a1;
-  std::vector<BlockQ8_0> a0;
-  std::vector<float> ad, as;
-};
-thread_local Scratch t_scratch;
+// Calls f.template operator()<Kern>() with the kernel for the weight type and the SIMD choice.
+template <class F>
+void dispatch(GgmlType type, F&& f) {
+  const bool simd = use_avx2();
+  switch (type) {
+    case GgmlType::kF32:
+      return simd ? f.template operator()<FloatAvx2<GgmlType::kF32>>()
+                  : f.template operator()<Scalar<dot_float_scalar<GgmlType::kF32>>>();
+    case GgmlType::kF16:
+      return simd ? f.template operator()<FloatAvx2<GgmlType::kF16>>()
+                  : f.template operator()<Scalar<dot_float_scalar<GgmlType::kF16>>>();
+    case GgmlType::kBF16:
+      return simd ? f.template operator()<FloatAvx2<GgmlType::kBF16>>()
+                  : f.template operator()<Scalar<dot_float_scalar<GgmlType::kBF16>>>();
+    case GgmlType::kQ4_1:
+      return simd ? f.template operator()<Q41Avx2>() : f.template operator()<Scalar<dot_q4_1_scalar>>();
+    default:
+      return simd ? f.template operator()<Q80Avx2>() : f.template operator()<Scalar<dot_q8_0_scalar>>();
+  }
+}
+
+// Checks p's sizes, strides and pointers (not x); returns ldy.
+int64_t check_weights(const QMatmulParams& p) {
+  quant_matmul_activation_type(p.type);  // validates the type
+  IS_CHECK(p.N >= 0, "quant_matmul: N = ", p.N, " is negative");
+  IS_CHECK(p.K >= 0, "quant_matmul: K = ", p.K, " is negative");
+  const auto traits = ggml_type_traits(static_cast<uint32_t>(p.type));
+  IS_CHECK(p.K % traits->block_size == 0, "quant_matmul: K = ", p.K, " is not a multiple of ",
+           traits->block_size, " (the ", traits->name, " block size)");
+  const int64_t ldy = p.ldy == 0 ? p.N : p.ldy;
+  IS_CHECK(ldy >= p.N, "quant_matmul: ldy = ", ldy, " is less than N = ", p.N);
+  return ldy;
+}
+
+Ctx make_ctx(const QMatmulParams& p, const QuantizedActivations& a, int64_t ldy, bool accumulate) {
+  Ctx c{};
+  c.w = static_cast<const uint8_t*>(p.w);
+  c.row_bytes = ggml_row_bytes(p.type, p.K);
+  c.K = p.K;
+  c.nb = p.K / kQK;
+  c.x = a.x;
+  c.ldx = a.ldx;
+  c.y = p.y;
+  c.ldy = ldy;
+  c.a1 = a.q8_1.data();
+  c.a0 = a.q8_0.data();
+  c.ad = a.d.data();
+  c.as = a.s.data();
+  c.ls = a.ls;
+  c.accumulate = accumulate;
+  return c;
+}
+
+// Per-thread activations of quant_matmul() (grow, never shrink).
+thread_local QuantizedActivations t_acts;
 
 }  // namespace
 
@@ -320,18 +396,93 @@ GgmlType quant_matmul_activation_type(GgmlType type) {
        ") is not supported (f32, f16, bf16, q4_1, q8_0)");
 }
 
-void quant_matmul(const QMatmulParams& p) {
-  const GgmlType act = quant_matmul_activation_type(p.type);  // validates the type
-  IS_CHECK(p.M >= 0, "quant_matmul: M = ", p.M, " is negative");
-  IS_CHECK(p.N >= 0, "quant_matmul: N = ", p.N, " is negative");
-  IS_CHECK(p.K >= 0, "quant_matmul: K = ", p.K, " is negative");
-  const auto traits = ggml_type_traits(static_cast<uint32_t>(p.type));
-  IS_CHECK(p.K % traits->block_size == 0, "quant_matmul: K = ", p.K, " is not a multiple of ",
+void prepare_activations(GgmlType weight_type, int64_t M, int64_t K, QuantizedActivations& a) {
+  const GgmlType act = quant_matmul_activation_type(weight_type);
+  IS_CHECK(M >= 0, "quant_matmul: M = ", M, " is negative");
+  IS_CHECK(K >= 0, "quant_matmul: K = ", K, " is negative");
+  const auto traits = ggml_type_traits(static_cast<uint32_t>(weight_type));
+  IS_CHECK(K % traits->block_size == 0, "quant_matmul: K = ", K, " is not a multiple of ",
            traits->block_size, " (the ", traits->name, " block size)");
+  a.weight_type = weight_type;
+  a.M = M;
+  a.K = K;
+  a.x = nullptr;
+  a.ldx = K;
+  if (act == GgmlType::kF32) return;
+  const int64_t nb = K / kQK;
+  a.ls = (nb + 7) / 8 * 8;
+  const size_t total = static_cast<size_t>(M * nb);
+  const size_t scales = static_cast<size_t>(M * a.ls);
+  if (a.d.size() < scales) a.d.resize(scales);
+  if (act == GgmlType::kQ8_1) {
+    if (a.s.size() < scales) a.s.resize(scales);
+    if (a.q8_1.size() < total) a.q8_1.resize(total);
+  } else if (a.q8_0.size() < total) {
+    a.q8_0.resize(total);
+  }
+}
+
+void quantize_activations(const float* x, int64_t ldx, int64_t m0, int64_t m1, QuantizedActivations& a) {
+  IS_CHECK(0 <= m0 && m0 <= m1 && m1 <= a.M, "quantize_activations: rows [", m0, ", ", m1,
+           ") outside [0, ", a.M, ")");
+  IS_CHECK(ldx >= a.K, "quant_matmul: ldx = ", ldx, " is less than K = ", a.K);
+  if (m0 == m1 || a.K == 0) return;
+  IS_CHECK(x != nullptr, "quant_matmul: x is null");
+  IS_CHECK(reinterpret_cast<uintptr_t>(x) % 4 == 0, "quant_matmul: x is not 4-byte aligned");
+  const GgmlType act = quant_matmul_activation_type(a.weight_type);
+  if (act == GgmlType::kF32) {
+    a.x = x;
+    a.ldx = ldx;
+    return;
+  }
+  const int64_t nb = a.K / kQK;
+  for (int64_t m = m0; m < m1; ++m) {
+    float* ad = a.d.data() + m * a.ls;
+    if (act == GgmlType::kQ8_1) {
+      BlockQ8_1* q = a.q8_1.data() + m * nb;
+      float* as = a.s.data() + m * a.ls;
+      quantize_row_q8_1(x + m * ldx, q, a.K);
+      for (int64_t b = 0; b < a.ls; ++b) {
+        const bool in = b < nb;
+        ad[b] = in ? f16_to_f32(q[b].d) : 0.0f;
+        as[b] = in ? f16_to_f32(q[b].s) : 0.0f;
+      }
+    } else {
+      BlockQ8_0* q = a.q8_0.data() + m * nb;
+      quantize_row_q8_0(x + m * ldx, q, a.K);
+      for (int64_t b = 0; b < a.ls; ++b) ad[b] = b < nb ? f16_to_f32(q[b].d) : 0.0f;
+    }
+  }
+}
+
+void quant_matmul_block(const QMatmulParams& p, const QuantizedActivations& a, int64_t m0, int64_t m1, int64_t n0,
+                        int64_t n1, bool accumulate) {
+  const int64_t ldy = check_weights(p);
+  IS_CHECK(a.weight_type == p.type && a.K == p.K, "quant_matmul_block: activations prepared for ",
+           ggml_type_name(a.weight_type), " K = ", a.K, ", weights are ", ggml_type_name(p.type), " K = ", p.K);
+  IS_CHECK(0 <= m0 && m0 <= m1 && m1 <= a.M, "quant_matmul_block: rows [", m0, ", ", m1, ") outside [0, ", a.M,
+           ")");
+  IS_CHECK(0 <= n0 && n0 <= n1 && n1 <= p.N, "quant_matmul_block: outputs [", n0, ", ", n1, ") outside [0, ",
+           p.N, ")");
+  if (m0 == m1 || n0 == n1) return;
+  IS_CHECK(p.y != nullptr, "quant_matmul: y is null");
+  if (p.K == 0) {
+    for (int64_t m = m0; m < m1; ++m) {
+      if (!accumulate) std::fill(p.y + m * ldy + n0, p.y + m * ldy + n1, 0.0f);
+    }
+    return;
+  }
+  IS_CHECK(p.w != nullptr, "quant_matmul: w is null");
+  IS_CHECK(!is_float_type(p.type) || a.x != nullptr, "quant_matmul_block: activations not quantised");
+  const Ctx c = make_ctx(p, a, ldy, accumulate);
+  dispatch(p.type, [&]<class Kern>() { run_block<Kern>(c, m0, m1, n0, n1); });
+}
+
+void quant_matmul(const QMatmulParams& p) {
+  const int64_t ldy = check_weights(p);
+  IS_CHECK(p.M >= 0, "quant_matmul: M = ", p.M, " is negative");
   const int64_t ldx = p.ldx == 0 ? p.K : p.ldx;
-  const int64_t ldy = p.ldy == 0 ? p.N : p.ldy;
   IS_CHECK(ldx >= p.K, "quant_matmul: ldx = ", ldx, " is less than K = ", p.K);
-  IS_CHECK(ldy >= p.N, "quant_matmul: ldy = ", ldy, " is less than N = ", p.N);
   if (p.M == 0 || p.N == 0) return;
   IS_CHECK(p.y != nullptr, "quant_matmul: y is null");
   IS_CHECK(reinterpret_cast<uintptr_t>(p.y) % 4 == 0, "quant_matmul: y is not 4-byte aligned");
@@ -346,72 +497,17 @@ void quant_matmul(const QMatmulParams& p) {
            "-byte aligned");
   IS_CHECK(reinterpret_cast<uintptr_t>(p.x) % 4 == 0, "quant_matmul: x is not 4-byte aligned");
 
-  Ctx c{};
-  c.w = static_cast<const uint8_t*>(p.w);
-  c.row_bytes = ggml_row_bytes(p.type, p.K);
-  c.K = p.K;
-  c.nb = p.K / kQK;
-  c.x = p.x;
-  c.ldx = ldx;
-  c.y = p.y;
-  c.ldy = ldy;
-  const bool simd = use_avx2();
-
+  // Quantise the activations (rows are independent), then split the outputs over threads.
+  QuantizedActivations& a = t_acts;
+  prepare_activations(p.type, p.M, p.K, a);
   if (is_float_type(p.type)) {
-    switch (p.type) {
-      case GgmlType::kF32:
-        return simd ? run<FloatAvx2<GgmlType::kF32>>(c, p.M, p.N)
-                    : run<Scalar<dot_float_scalar<GgmlType::kF32>>>(c, p.M, p.N);
-      case GgmlType::kF16:
-        return simd ? run<FloatAvx2<GgmlType::kF16>>(c, p.M, p.N)
-                    : run<Scalar<dot_float_scalar<GgmlType::kF16>>>(c, p.M, p.N);
-      default:
-        return simd ? run<FloatAvx2<GgmlType::kBF16>>(c, p.M, p.N)
-                    : run<Scalar<dot_float_scalar<GgmlType::kBF16>>>(c, p.M, p.N);
-    }
+    quantize_activations(p.x, ldx, 0, p.M, a);
+  } else {
+    parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K),
+                 [&](int64_t m0, int64_t m1) { quantize_activations(p.x, ldx, m0, m1, a); });
   }
-
-  // Quantise the activations (rows are independent).
-  Scratch& s = t_scratch;
-  const size_t total = static_cast<size_t>(p.M * c.nb);
-  c.ls = (c.nb + 7) / 8 * 8;
-  const size_t scales = static_cast<size_t>(p.M * c.ls);
-  if (s.ad.size() < scales) {
-    s.ad.resize(scales);
-    s.as.resize(scales);
-  }
-  if (act == GgmlType::kQ8_1) {
-    if (s.a1.size() < total) s.a1.resize(total);
-    BlockQ8_1* a1 = s.a1.data();
-    float* ad = s.ad.data();
-    float* as = s.as.data();
-    parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K), [&](int64_t m0, int64_t m1) {
-      for (int64_t m = m0; m < m1; ++m) {
-        quantize_row_q8_1(p.x + m * ldx, a1 + m * c.nb, p.K);
-        for (int64_t b = 0; b < c.ls; ++b) {
-          const bool in = b < c.nb;
-          ad[m * c.ls + b] = in ? f16_to_f32(a1[m * c.nb + b].d) : 0.0f;
-          as[m * c.ls + b] = in ? f16_to_f32(a1[m * c.nb + b].s) : 0.0f;
-        }
-      }
-    });
-    c.a1 = a1;
-    c.ad = ad;
-    c.as = as;
-    return simd ? run<Q41Avx2>(c, p.M, p.N) : run<Scalar<dot_q4_1_scalar>>(c, p.M, p.N);
-  }
-  if (s.a0.size() < total) s.a0.resize(total);
-  BlockQ8_0* a0 = s.a0.data();
-  float* ad = s.ad.data();
-  parallel_for(p.M, std::max<int64_t>(1, 16384 / p.K), [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) {
-      quantize_row_q8_0(p.x + m * ldx, a0 + m * c.nb, p.K);
-      for (int64_t b = 0; b < c.nb; ++b) ad[m * c.ls + b] = f16_to_f32(a0[m * c.nb + b].d);
-    }
-  });
-  c.a0 = a0;
-  c.ad = ad;
-  return simd ? run<Q80Avx2>(c, p.M, p.N) : run<Scalar<dot_q8_0_scalar>>(c, p.M, p.N);
+  const Ctx c = make_ctx(p, a, ldy, false);
+  dispatch(p.type, [&]<class Kern>() { run<Kern>(c, p.M, p.N); });
 }
 
 }  // namespace indexshare::ops

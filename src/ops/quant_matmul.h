@@ -7,15 +7,17 @@
 // fp16 scales in f32.
 //
 // Kernels: AVX2 integer dot products (maddubs) with a scalar fallback. Rows of x are taken in
-// groups of 4 so each weight block is decoded once per group (prefill); M = 1 takes weight
-// rows in groups of 4 instead (decode). Threads split the N outputs; every output is computed
+// groups of 4 so each weight block is decoded once per group (prefill); M = 1 walks the weight
+// rows one after another (decode: one sequential stream from memory). Threads split the N outputs; every output is computed
 // by one thread with the same operation order whatever the grouping, so results are bitwise
 // identical for any thread count, and row m of a batch equals the M = 1 result for that row.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/ggml_type.h"
+#include "ops/quant.h"
 
 namespace indexshare::ops {
 
@@ -35,6 +37,39 @@ struct QMatmulParams {
 // argument for an unsupported type, K not a multiple of the block size, negative sizes,
 // strides below K / N, or null / misaligned pointers.
 void quant_matmul(const QMatmulParams& p);
+
+// ---- activations quantised once, products split by the caller ------------------------------
+//
+// What quant_matmul() does internally, for a caller that multiplies one input by several
+// matrices of the same type (the Q, K and V projections; gate and up) and schedules its own
+// threads: prepare once, quantise rows (disjoint row ranges may run concurrently), then
+// compute any [m0, m1) x [n0, n1) block on the calling thread. The arithmetic is that of
+// quant_matmul(), so the results are bitwise equal to it.
+struct QuantizedActivations {
+  GgmlType weight_type = GgmlType::kF32;  // the weight type these activations multiply
+  int64_t M = 0, K = 0;
+  int64_t ls = 0;                 // row stride of d / s: K / 32 rounded up to a multiple of 8
+  std::vector<BlockQ8_1> q8_1;    // [M, K / 32] (Q4_1 weights)
+  std::vector<BlockQ8_0> q8_0;    // [M, K / 32] (Q8_0 weights)
+  std::vector<float> d, s;        // [M, ls] block scales (and Q8_1 sums) as f32, zero-padded
+  const float* x = nullptr;       // [M, ldx] float weight types: the activations themselves
+  int64_t ldx = 0;
+};
+
+// Sizes `a` for M rows of K activations against weights of `weight_type` (buffers only grow).
+// Throws Error for an unsupported type, K not a multiple of the block size or negative sizes.
+void prepare_activations(GgmlType weight_type, int64_t M, int64_t K, QuantizedActivations& a);
+
+// Quantises rows [m0, m1) of x ([a.M, ldx]) into `a` (records x for float weight types).
+void quantize_activations(const float* x,  // [a.M, ldx]
+                          int64_t ldx, int64_t m0, int64_t m1, QuantizedActivations& a);
+
+// y[m, n] = Σ_k x[m, k] · W[n, k] for m in [m0, m1), n in [n0, n1), single-threaded; with
+// accumulate, y[m, n] += that sum instead. p.w, p.type, p.N, p.K, p.y, p.ldy as in
+// quant_matmul (p.x, p.M, p.ldx unused: the activations come from `a`, prepared for p.type and
+// p.K). Throws Error for a mismatch with `a` or a range outside [0, a.M) x [0, p.N).
+void quant_matmul_block(const QMatmulParams& p, const QuantizedActivations& a, int64_t m0, int64_t m1,
+                        int64_t n0, int64_t n1, bool accumulate = false);
 
 // The format activations are quantised to for weights of `type`: Q8_1 for Q4_1, Q8_0 for Q8_0,
 // F32 for the float types. Error for a weight type quant_matmul does not take.

@@ -64,6 +64,8 @@ struct SparseJob {
   const float* k;  // [L, groups, Dqk] key of token s, group g: k + s * k_stride + g * k_group
   const float* v;  // [L, groups, Dv] value likewise (the latent itself for MLA)
   int64_t k_stride, v_stride, k_group, v_group;
+  const uint16_t* k16 = nullptr;  // [L, groups, Dqk] half keys instead of k (nullable)
+  const uint16_t* v16 = nullptr;  // [L, groups, Dv] half values instead of v (nullable)
 };
 
 void run_sparse(const SparseJob& job) {
@@ -100,6 +102,8 @@ void run_sparse(const SparseJob& job) {
       if (n_valid > 0) {  // k and v may be null when no slot is valid
         keys.k = job.k;
         keys.v = job.v;
+        keys.k16 = job.k16;
+        keys.v16 = job.v16;
       }
       keys.k_stride = job.k_stride;
       keys.v_stride = job.v_stride;
@@ -122,8 +126,15 @@ void validate(const SparseAttentionParams& p) {
   check_common(fn, p.T, p.L, p.H, p.K, p.scale, p.q, p.out);
   IS_CHECK(p.H % p.H_kv == 0, fn, ": H=", p.H, " is not a multiple of H_kv=", p.H_kv);
   if (p.T > 0 && p.K > 0 && p.L > 0) {
-    IS_CHECK(p.k != nullptr, fn, ": k is null");
-    IS_CHECK(p.v != nullptr, fn, ": v is null");
+    IS_CHECK(!(p.k || p.v) || !(p.k16 || p.v16), fn,
+             ": give the cache as f32 (k, v) or as f16 (k16, v16), not both");
+    if (p.k16 || p.v16) {
+      IS_CHECK(p.k16 != nullptr, fn, ": k16 is null (v16 is set)");
+      IS_CHECK(p.v16 != nullptr, fn, ": v16 is null (k16 is set)");
+    } else {
+      IS_CHECK(p.k != nullptr, fn, ": k is null");
+      IS_CHECK(p.v != nullptr, fn, ": v is null");
+    }
   }
   check_index_rows(fn, p.indices, p.T, p.K, p.L);
 }
@@ -142,7 +153,8 @@ void validate(const SparseMlaParams& p) {
 void sparse_attention(const SparseAttentionParams& p) {
   validate(p);
   SparseJob job{p.q, p.out, p.lse, p.indices, p.T, p.H, p.H_kv, p.Dk, p.Dv, p.K, p.scale,
-                p.k, p.v, int64_t{p.H_kv} * p.Dk, int64_t{p.H_kv} * p.Dv, p.Dk, p.Dv};
+                p.k, p.v, int64_t{p.H_kv} * p.Dk, int64_t{p.H_kv} * p.Dv, p.Dk, p.Dv,
+                p.k16, p.v16};
   run_sparse(job);
 }
 

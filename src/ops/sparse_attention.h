@@ -18,7 +18,7 @@
 // thread count; the AVX2 and scalar paths agree to fp32 rounding.
 //
 // Pointers: q and out must be non-null when T > 0, indices when T * K > 0, the cache (k and v,
-// or kv) when T * K > 0 and L > 0. out must not overlap the inputs.
+// or k16 and v16, or kv) when T * K > 0 and L > 0. out must not overlap the inputs.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +30,10 @@ struct SparseAttentionParams {
   const float* q = nullptr;          // [T, H, Dk]
   const float* k = nullptr;          // [L, H_kv, Dk]
   const float* v = nullptr;          // [L, H_kv, Dv]
+  // An f16 cache (IEEE half, e.g. a Llama model's default KV cache) instead of k and v: set
+  // both and leave k, v null. Values are widened exactly; the arithmetic is the f32 path's.
+  const uint16_t* k16 = nullptr;     // [L, H_kv, Dk] nullable
+  const uint16_t* v16 = nullptr;     // [L, H_kv, Dv] nullable
   const int32_t* indices = nullptr;  // [T, K], -1 = empty slot; shared by all heads of a row
   int64_t T = 0, L = 0;
   int H = 0, H_kv = 0, Dk = 0, Dv = 0, K = 0;

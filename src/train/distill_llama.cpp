@@ -24,7 +24,8 @@ class CaptureBackend : public model::AttentionBackend {
     x.assign(a.x_norm, a.x_norm + a.T * c_.d_model);
     auto& P = out_.P[static_cast<size_t>(a.layer)];
     P.resize(static_cast<size_t>(a.T * a.T));
-    ops::attention_probs({.q = a.q, .k = a.k, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
+    const float* keys = model::attention_keys_f32(a, int64_t{c_.n_kv_heads} * c_.head_dim, keys_);
+    ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
                           .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data()});
     return false;  // the model runs dense attention itself
   }
@@ -32,6 +33,7 @@ class CaptureBackend : public model::AttentionBackend {
  private:
   const model::LlamaConfig& c_;
   LayerCapture& out_;
+  std::vector<float> keys_;  // widened f16 keys
 };
 
 }  // namespace

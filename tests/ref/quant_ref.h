@@ -116,7 +116,7 @@ struct RefQ8Block {
   int8_t q[32] = {};
 };
 
-// One block of 32: d = amax / 127 (f32), q = round-half-even(x * (1 / d)); a block with a
+// One block of 32: d = amax / 127 (f32), q = round-half-even(x * (127 / amax)); a block with a
 // NaN or inf gets d = NaN and q = 0.
 inline RefQ8Block quantize_q8_block(const float* x) {
   RefQ8Block r;
@@ -129,7 +129,8 @@ inline RefQ8Block quantize_q8_block(const float* x) {
     amax = std::fabs(x[j]) > amax ? std::fabs(x[j]) : amax;
   }
   const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  // ggml's multiplier: 127 / amax (1 / d only where that overflows).
+  const float id = amax == 0.0f ? 0.0f : std::isinf(127.0f / amax) ? 1.0f / d : 127.0f / amax;
   int sum = 0;
   for (int j = 0; j < 32; ++j) {
     const float t = x[j] * id;
