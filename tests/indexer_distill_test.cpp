@@ -22,7 +22,18 @@ struct Problem {
   LearnedIndexerWeights w;
   std::vector<float> x, target;
   int64_t T = 0, pos0 = 0;
+  std::vector<int64_t> rows;        // a query-row sample (empty: every row)
+  std::vector<float> target_rows;   // [rows, T] the target rows of the sample
   train::DistillExample ex() const { return {x.data(), target.data(), T, pos0}; }
+  train::DistillExample ex_rows() const {
+    return {.x = x.data(), .target = target_rows.data(), .T = T, .pos0 = pos0, .rows = rows.data(),
+            .n_rows = static_cast<int64_t>(rows.size())};
+  }
+  void sample_rows(std::vector<int64_t> r) {
+    rows = std::move(r);
+    target_rows.clear();
+    for (int64_t t : rows) target_rows.insert(target_rows.end(), target.begin() + t * T, target.begin() + (t + 1) * T);
+  }
 };
 
 Problem make_problem(uint32_t seed, int d, int H, int D, int rope, int64_t T, int64_t pos0) {
@@ -48,7 +59,8 @@ Problem make_problem(uint32_t seed, int d, int H, int D, int rope, int64_t T, in
 
 // Independent float64 reference of the whole forward and loss, rope included (half-split on
 // the first `rope` dims, angle = pos * theta^(-2j/rope)).
-double reference_loss(const Problem& p) {
+// With p.rows set (and use_rows) the mean is over those query rows only.
+double reference_loss(const Problem& p, bool use_rows = false) {
   const auto& c = p.w.cfg;
   const int d = c.d_model, H = c.heads, D = c.head_dim, R = c.rope_dim;
   auto proj = [&](const std::vector<float>& W, int64_t t, int row) {
@@ -72,7 +84,12 @@ double reference_loss(const Problem& p) {
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(H) * D);
   double total = 0;
-  for (int64_t t = 0; t < p.T; ++t) {
+  std::vector<int64_t> queries = p.rows;
+  if (!use_rows) {
+    queries.clear();
+    for (int64_t t = 0; t < p.T; ++t) queries.push_back(t);
+  }
+  for (int64_t t : queries) {
     std::vector<std::vector<double>> Q(static_cast<size_t>(H), std::vector<double>(static_cast<size_t>(D)));
     std::vector<double> W(static_cast<size_t>(H));
     for (int h = 0; h < H; ++h) {
@@ -99,7 +116,7 @@ double reference_loss(const Problem& p) {
       total += ps * (std::log(ps) - (I[static_cast<size_t>(s)] - mx - std::log(z)));
     }
   }
-  return total / static_cast<double>(p.T);
+  return total / static_cast<double>(queries.size());
 }
 
 TEST(IndexerDistill, LossMatchesFloat64Reference) {
@@ -112,13 +129,37 @@ TEST(IndexerDistill, LossMatchesFloat64Reference) {
   EXPECT_GE(got, 0.0);
 }
 
-TEST(IndexerDistill, GradientMatchesFiniteDifferences) {
+TEST(IndexerDistill, SampledRowsLossMatchesFloat64Reference) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  Problem p = make_problem(seed, 12, 3, 8, 4, 21, 5);
+  p.sample_rows({0, 3, 4, 11, 20});
+  const double got = train::indexer_kl_loss(p.w, p.ex_rows(), nullptr);
+  const double ref = reference_loss(p, true);
+  EXPECT_NEAR(got, ref, 1e-4 * std::max(1.0, std::fabs(ref)));
+  EXPECT_GT(std::fabs(ref - reference_loss(p, false)), 1e-6) << "the sample must not average like every row";
+  // Every row given as a sample equals the default.
+  std::vector<int64_t> all;
+  for (int64_t t = 0; t < p.T; ++t) all.push_back(t);
+  p.sample_rows(all);
+  EXPECT_NEAR(train::indexer_kl_loss(p.w, p.ex_rows(), nullptr), train::indexer_kl_loss(p.w, p.ex(), nullptr), 1e-6);
+  p.sample_rows({4, 3});
+  EXPECT_THROW(train::indexer_kl_loss(p.w, p.ex_rows(), nullptr), Error);
+  p.sample_rows({2, 21});
+  EXPECT_THROW(train::indexer_kl_loss(p.w, p.ex_rows(), nullptr), Error);
+}
+
+class GradientCheck : public testing::TestWithParam<bool> {};
+
+TEST_P(GradientCheck, MatchesFiniteDifferences) {
+  const bool sampled = GetParam();
   const char* env = std::getenv("INDEXSHARE_SEED");
   const uint32_t seed = env ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10)) : std::random_device{}();
-  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  SCOPED_TRACE(testing::Message() << "seed " << seed << (sampled ? " (sampled rows)" : ""));
   Problem p = make_problem(seed, 6, 2, 4, 2, 9, 3);
+  if (sampled) p.sample_rows({1, 5, 8});
   train::IndexerGrads g;
-  train::indexer_kl_loss(p.w, p.ex(), &g);
+  train::indexer_kl_loss(p.w, sampled ? p.ex_rows() : p.ex(), &g);
   int checked = 0, bad = 0;
   auto check = [&](std::vector<float>& param, const std::vector<float>& grad, const char* name) {
     for (size_t i = 0; i < param.size(); ++i) {
@@ -129,9 +170,9 @@ TEST(IndexerDistill, GradientMatchesFiniteDifferences) {
       const float h = hs ? std::strtof(hs, nullptr) : 1e-4f;
       const float up = keep + h, down = keep - h;
       param[i] = up;
-      const double lp = reference_loss(p);
+      const double lp = reference_loss(p, sampled);
       param[i] = down;
-      const double lm = reference_loss(p);
+      const double lm = reference_loss(p, sampled);
       param[i] = keep;
       const double fd = (lp - lm) / (static_cast<double>(up) - static_cast<double>(down));
       ++checked;
@@ -148,6 +189,9 @@ TEST(IndexerDistill, GradientMatchesFiniteDifferences) {
   check(p.w.ww, g.ww, "ww");
   EXPECT_EQ(checked, static_cast<int>(p.w.wq.size() + p.w.wk.size() + p.w.ww.size()));
 }
+
+INSTANTIATE_TEST_SUITE_P(IndexerDistill, GradientCheck, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& i) { return i.param ? "SampledRows" : "EveryRow"; });
 
 TEST(IndexerDistill, AdamDecreasesTheLoss) {
   Problem p = make_problem(7, 16, 4, 8, 4, 48, 0);

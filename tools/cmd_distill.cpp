@@ -77,6 +77,7 @@ CommandRegistrar reg("distill", "train lightning indexers for a Llama model (KL 
   app.add_option("--rope-dim", a->opt.rope_dim, "rotated dims at the start of each indexer head")->capture_default_str();
   app.add_option("--seq-len", a->opt.seq_len, "tokens per training sequence")->capture_default_str();
   app.add_option("--sequences", a->opt.sequences, "training sequences")->capture_default_str();
+  app.add_option("--rows", a->opt.rows_per_sequence, "query rows sampled per sequence (0 = all)")->capture_default_str();
   app.add_option("--epochs", a->opt.epochs, "passes over the sequences")->capture_default_str();
   app.add_option("--steps", a->opt.steps_per_sequence, "Adam steps per sequence")->capture_default_str();
   app.add_option("--lr", a->opt.lr, "Adam learning rate")->capture_default_str();

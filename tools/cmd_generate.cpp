@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "command.h"
+#include "dsa_options.h"
 #include "dsa_run.h"
 
 #include <filesystem>
@@ -36,11 +37,13 @@ struct GenerateArgs {
   int64_t ctx = 0;
   std::string kv = "f16";
   model::SamplerOptions sampling;
+  DsaArgs dsa;
 };
 
 int run(const GenerateArgs& a) {
   if (std::filesystem::is_directory(a.model)) {  // a DSA-native model: token ids in, greedy out
     IS_CHECK(!a.tokens.empty(), "generate: ", a.model, " is a model directory without a tokenizer; give --tokens IDS");
+    IS_CHECK(!a.dsa.dsa, "generate: --dsa is for GGUF models; a model directory runs its own indexers");
     IS_CHECK(a.sampling.temperature == 0.0f, "generate: model directories are decoded greedily (--temp 0)");
     return run_dsa_model({.model_dir = a.model, .tokens = a.tokens, .generate = a.max_tokens});
   }
@@ -67,12 +70,17 @@ int run(const GenerateArgs& a) {
   model::KvCache cache;
   IS_CHECK(a.kv == "f16" || a.kv == "f32", "generate: --kv must be f16 or f32, got '", a.kv, "'");
   cache.reset(cfg, ctx, a.kv == "f32" ? model::KvType::kF32 : model::KvType::kF16);
+  DsaSetup dsa = make_dsa(a.dsa, cfg, a.model, ctx);
+  if (dsa.backend) {
+    fmt::print(stderr, "{}\n", dsa.summary);
+    dsa.backend->begin_sequence();
+  }
   model::Sampler sampler(a.sampling);
   std::vector<float> logits(static_cast<size_t>(cfg.vocab));
   const int32_t im_end = tok.find_token("<|im_end|>");
 
   const auto t0 = std::chrono::steady_clock::now();
-  s.model().forward(ids.data(), static_cast<int64_t>(ids.size()), cache, logits.data(), false);
+  s.model().forward(ids.data(), static_cast<int64_t>(ids.size()), cache, logits.data(), false, dsa.backend.get());
   const auto t1 = std::chrono::steady_clock::now();
   std::vector<int32_t> out;
   std::string shown;
@@ -88,7 +96,7 @@ int run(const GenerateArgs& a) {
       std::fflush(stdout);
       shown = text.substr(0, upto);
     }
-    if (generated + 1 < a.max_tokens) s.model().forward(&id, 1, cache, logits.data(), false);
+    if (generated + 1 < a.max_tokens) s.model().forward(&id, 1, cache, logits.data(), false, dsa.backend.get());
   }
   const auto t2 = std::chrono::steady_clock::now();
   const std::string text = tok.decode(out, {.special = false});
@@ -115,6 +123,7 @@ CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model"
   app.add_option("--top-p", a->sampling.top_p, "nucleus sampling threshold")->capture_default_str();
   app.add_option("--top-k", a->sampling.top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();
   app.add_option("--seed", a->sampling.seed, "sampling seed")->capture_default_str();
+  add_dsa_options(app, a->dsa);
   return [a] { return run(*a); };
 });
 

@@ -1,5 +1,6 @@
 #include "train/distill_llama.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -23,10 +24,20 @@ class CaptureBackend : public model::AttentionBackend {
     auto& x = out_.x[static_cast<size_t>(a.layer)];
     x.assign(a.x_norm, a.x_norm + a.T * c_.d_model);
     auto& P = out_.P[static_cast<size_t>(a.layer)];
-    P.resize(static_cast<size_t>(a.T * a.T));
     const float* keys = model::attention_keys_f32(a, int64_t{c_.n_kv_heads} * c_.head_dim, keys_);
-    ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
-                          .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data()});
+    if (out_.rows.empty()) {
+      P.resize(static_cast<size_t>(a.T * a.T));
+      ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
+                            .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data()});
+    } else {
+      const int64_t R = static_cast<int64_t>(out_.rows.size()), qd = int64_t{c_.n_heads} * c_.head_dim;
+      P.resize(static_cast<size_t>(R * a.T));
+      for (int64_t i = 0; i < R; ++i) {
+        const int64_t t = out_.rows[static_cast<size_t>(i)];
+        ops::attention_probs({.q = a.q + t * qd, .k = keys, .T = 1, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
+                              .D = c_.head_dim, .q_start = t, .scale = a.scale, .P = P.data() + i * a.T});
+      }
+    }
     return false;  // the model runs dense attention itself
   }
 
@@ -38,8 +49,12 @@ class CaptureBackend : public model::AttentionBackend {
 
 }  // namespace
 
-LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids) {
+LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids, std::vector<int64_t> rows) {
   LayerCapture cap;
+  for (size_t i = 0; i < rows.size(); ++i)
+    IS_CHECK(rows[i] >= 0 && rows[i] < static_cast<int64_t>(ids.size()) && (i == 0 || rows[i] > rows[i - 1]),
+             "capture_layers: rows must increase strictly within [0, ", ids.size(), ")");
+  cap.rows = std::move(rows);
   CaptureBackend be(m.config(), cap);
   model::KvCache cache;
   cache.reset(m.config(), static_cast<int64_t>(ids.size()));
@@ -54,6 +69,7 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
   IS_CHECK(o.seq_len >= 2 && o.sequences >= 1 && o.epochs >= 1 && o.steps_per_sequence >= 1,
            "distill: seq_len >= 2, sequences, epochs and steps must be >= 1");
   IS_CHECK(o.seq_len <= c.context_length, "distill: --seq-len ", o.seq_len, " exceeds the model's context ", c.context_length);
+  IS_CHECK(o.rows_per_sequence >= 0, "distill: --rows must be >= 0, got ", o.rows_per_sequence);
   const int64_t need = o.seq_len * o.sequences;
   IS_CHECK(static_cast<int64_t>(tokens.size()) >= need, "distill: the corpus has ", tokens.size(), " tokens; ",
            o.sequences, " sequences of ", o.seq_len, " need ", need);
@@ -94,7 +110,22 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
   std::vector<float> target;
   for (int ep = 0; ep < o.epochs; ++ep) {
     for (int s = 0; s < o.sequences; ++s) {
-      const LayerCapture cap = capture_layers(m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)));
+      std::vector<int64_t> rows;
+      if (o.rows_per_sequence > 0 && o.rows_per_sequence < o.seq_len) {
+        // A fixed random sample of query rows per (epoch, sequence), from the seed.
+        std::mt19937_64 rr(o.seed * 1000003ull + static_cast<uint64_t>(ep) * 7919ull + static_cast<uint64_t>(s));
+        std::vector<int64_t> all(static_cast<size_t>(o.seq_len));
+        for (int64_t t = 0; t < o.seq_len; ++t) all[static_cast<size_t>(t)] = t;
+        for (int64_t i = 0; i < o.rows_per_sequence; ++i) {  // partial Fisher-Yates with our own draws
+          const uint64_t span = static_cast<uint64_t>(o.seq_len - i);
+          const int64_t j = i + static_cast<int64_t>(rr() % span);
+          std::swap(all[static_cast<size_t>(i)], all[static_cast<size_t>(j)]);
+        }
+        rows.assign(all.begin(), all.begin() + o.rows_per_sequence);
+        std::sort(rows.begin(), rows.end());
+      }
+      const LayerCapture cap = capture_layers(
+          m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)), rows);
       for (int step = 0; step < o.steps_per_sequence; ++step) {
         double mean = 0.0;
         for (int l : trained) {
@@ -108,7 +139,10 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
             tp = target.data();
           }
           auto& w = *set.layers[static_cast<size_t>(l)];
-          const double loss = indexer_kl_loss(w, {cap.x[static_cast<size_t>(l)].data(), tp, o.seq_len, 0}, &g);
+          const DistillExample ex{.x = cap.x[static_cast<size_t>(l)].data(), .target = tp, .T = o.seq_len, .pos0 = 0,
+                                  .rows = cap.rows.empty() ? nullptr : cap.rows.data(),
+                                  .n_rows = static_cast<int64_t>(cap.rows.size())};
+          const double loss = indexer_kl_loss(w, ex, &g);
           opt[static_cast<size_t>(l)].apply(w, g);
           if (std::isnan(first[static_cast<size_t>(l)])) first[static_cast<size_t>(l)] = loss;
           last[static_cast<size_t>(l)] = loss;

@@ -29,6 +29,8 @@ struct DistillOptions {
   int sequences = 12;        // training sequences taken from the token stream, in order
   int epochs = 1;
   int steps_per_sequence = 4;
+  int64_t rows_per_sequence = 0;  // > 0: train on this many random query rows of each sequence
+                                  // (keys: all rows); 0 = every row
   float lr = 3e-3f;
   uint64_t seed = 1;
   std::optional<share::Schedule> training_aware;  // set: F layers only, multi-layer targets
@@ -46,10 +48,13 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
                                    const DistillOptions& o, DistillReport* report = nullptr);
 
 // Runs the model densely on `ids` (from position 0) and returns, per layer, the attention input
-// x [T, d] and the head-averaged attention P [T, T].
+// x [T, d] and the head-averaged attention P [R, T] of the query rows `rows` (strictly
+// increasing; empty = every row, R = T).
 struct LayerCapture {
   std::vector<std::vector<float>> x, P;
+  std::vector<int64_t> rows;  // empty: every row
 };
-LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids);
+LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids,
+                            std::vector<int64_t> rows = {});
 
 }  // namespace indexshare::train

@@ -16,9 +16,14 @@ namespace indexshare::train {
 
 struct DistillExample {
   const float* x = nullptr;       // [T, d_model] the layer's attention input
-  const float* target = nullptr;  // [T, T] row-major; row t holds p_t over s <= t (rest ignored)
+  const float* target = nullptr;  // [R, T] row-major; row i holds p_t of query t = rows[i] (or i
+                                  // without rows) over s <= t (the rest is ignored)
   int64_t T = 0;
   int64_t pos0 = 0;               // absolute position of row 0
+  // Optional: the query rows the loss covers (strictly increasing, in [0, T)); null = every row
+  // (R = T). Keys are always all T rows: a long sequence is trained on a sample of its queries.
+  const int64_t* rows = nullptr;
+  int64_t n_rows = 0;
 };
 
 struct IndexerGrads {
@@ -26,7 +31,7 @@ struct IndexerGrads {
   void resize_like(const model::LearnedIndexerWeights& w);
 };
 
-// Returns the mean KL over rows (nats). When grads is non-null it is overwritten with d loss /
+// Returns the mean KL over the query rows (nats). When grads is non-null it is overwritten with d loss /
 // d weights. Deterministic: bitwise the same for any thread count.
 double indexer_kl_loss(const model::LearnedIndexerWeights& w, const DistillExample& ex, IndexerGrads* grads);
 
