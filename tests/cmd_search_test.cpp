@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "run_tool.h"
+#include "write_indexers.h"
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -19,32 +20,9 @@
 namespace {
 
 using indexshare::testing_util::run_tool;
+using indexshare::testing_util::write_indexers;
 
 namespace fs = std::filesystem;
-using indexshare::model::IndexerSet;
-using indexshare::model::LearnedIndexerWeights;
-
-// Small random indexers for every layer (or only the F layers of `only`), tagged with `fingerprint`.
-std::string write_indexers(const std::string& name, int layers, int d_model, const std::string& fingerprint,
-                           const std::string& only = "") {
-  IndexerSet set;
-  set.cfg = {d_model, 2, 8, 4, 10000.0f};
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  for (int l = 0; l < layers; ++l) {
-    if (!only.empty() && only[static_cast<size_t>(l)] == 'S') {
-      set.layers.emplace_back();
-      continue;
-    }
-    auto w = LearnedIndexerWeights::zeros(set.cfg);
-    for (auto* v : {&w.wq, &w.wk, &w.ww})
-      for (auto& e : *v) e = nd(rng);
-    set.layers.emplace_back(std::move(w));
-  }
-  const std::string path = ::testing::TempDir() + name;
-  indexshare::io::save_indexers(path, set, {{"model_fingerprint", fingerprint}});
-  return path;
-}
 
 class CmdSearch : public ::testing::Test {
  protected:

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "dsa_options.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include <filesystem>
@@ -35,12 +36,14 @@ struct BenchArgs {
   int reps = 3;
   std::string kv = "f16";
   bool json = false;
+  DsaArgs dsa;  // --dsa: time DSA / IndexShare instead of dense attention
 };
 
 struct TestResult {
   std::string name;  // "pp512" / "tg128"
   int64_t tokens = 0, depth = 0;
   std::vector<double> tps;  // tokens/s per repetition
+  double select_share = std::nan("");  // DSA: share of the timed wall time spent in selection
   double mean() const {
     double s = 0.0;
     for (double v : tps) s += v;
@@ -97,22 +100,39 @@ int run(const BenchArgs& a) {
              cfg.context_length);
     model::KvCache cache;
     cache.reset(cfg, cap, kv);
+    // DSA: top-k defaults to (depth + longest test) / 8; the indexer-K cache spans cap tokens.
+    DsaArgs da = a.dsa;
+    if (da.dsa && da.topk == 0) da.topk = static_cast<int>(std::max<int64_t>(1, cap / 8));
+    DsaSetup dsa = make_dsa(da, cfg, a.model, cap);
+    model::AttentionBackend* be = dsa.backend.get();
+    if (be) {
+      be->begin_sequence();
+      if (!a.json) fmt::print(stderr, "depth {}: {}\n", depth, dsa.summary);
+    }
+    const auto selected = [&] { return dsa.backend ? dsa.backend->counters().select_seconds : 0.0; };
     // The shared context, prefilled once in 512-token batches (llama-bench's default ubatch).
     const std::vector<int32_t> ctx_tokens = random_tokens(depth);
     for (int64_t i = 0; i < depth; i += 512) {
-      m.forward(ctx_tokens.data() + i, std::min<int64_t>(512, depth - i), cache, nullptr, false);
+      m.forward(ctx_tokens.data() + i, std::min<int64_t>(512, depth - i), cache, nullptr, false, be);
     }
     for (int64_t n : a.prompt) {
       if (n == 0) continue;
       TestResult r{fmt::format("pp{}", n), n, depth, {}};
       const std::vector<int32_t> toks = random_tokens(n);
+      double wall = 0.0, sel = 0.0;
       for (int rep = -1; rep < a.reps; ++rep) {  // rep -1: warm-up
         cache.length = depth;
+        const double s0 = selected();
         const auto t0 = std::chrono::steady_clock::now();
-        m.forward(toks.data(), n, cache, logits.data(), false);
+        m.forward(toks.data(), n, cache, logits.data(), false, be);
         const double dt = seconds_since(t0);
-        if (rep >= 0) r.tps.push_back(static_cast<double>(n) / dt);
+        if (rep >= 0) {
+          r.tps.push_back(static_cast<double>(n) / dt);
+          wall += dt;
+          sel += selected() - s0;
+        }
       }
+      if (be) r.select_share = sel / wall;
       results.push_back(std::move(r));
     }
     for (int64_t n : a.gen) {
@@ -120,33 +140,46 @@ int run(const BenchArgs& a) {
       TestResult r{fmt::format("tg{}", n), n, depth, {}};
       const std::vector<int32_t> toks = random_tokens(n);
       cache.length = depth;  // warm-up: one token, as llama-bench does
-      m.forward(toks.data(), 1, cache, logits.data(), false);
+      m.forward(toks.data(), 1, cache, logits.data(), false, be);
+      double wall = 0.0, sel = 0.0;
       for (int rep = 0; rep < a.reps; ++rep) {
         cache.length = depth;
+        const double s0 = selected();
         const auto t0 = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < n; ++i) m.forward(toks.data() + i, 1, cache, logits.data(), false);
-        r.tps.push_back(static_cast<double>(n) / seconds_since(t0));
+        for (int64_t i = 0; i < n; ++i) m.forward(toks.data() + i, 1, cache, logits.data(), false, be);
+        const double dt = seconds_since(t0);
+        r.tps.push_back(static_cast<double>(n) / dt);
+        wall += dt;
+        sel += selected() - s0;
       }
+      if (be) r.select_share = sel / wall;
       results.push_back(std::move(r));
     }
   }
 
+  const std::string mode = !a.dsa.dsa ? "dense"
+                           : fmt::format("dsa {}{}", a.dsa.oracle ? "oracle " : "",
+                                         a.dsa.sched.freq > 0   ? fmt::format("freq {}", a.dsa.sched.freq)
+                                         : a.dsa.sched.pattern.empty() ? std::string("every layer")
+                                                                       : "pattern");
   if (a.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : results) {
       j.push_back({{"test", r.name},          {"n_tokens", r.tokens},      {"n_depth", r.depth},
                    {"threads", num_threads()}, {"kv", a.kv},                 {"avg_ts", r.mean()},
                    {"stddev_ts", r.stddev()},  {"samples_ts", r.tps}});
+      if (!std::isnan(r.select_share)) j.back()["select_share"] = r.select_share;
+      if (a.dsa.dsa) j.back()["mode"] = mode;
     }
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
-  fmt::print("| engine     | threads | kv  | test            |            t/s |\n");
-  fmt::print("| ---------- | ------: | --- | --------------: | -------------: |\n");
+  fmt::print("| engine     | mode {:<16} | threads | kv  | test            |            t/s | selection |\n", "");
+  fmt::print("| ---------- | {:<21} | ------: | --- | --------------: | -------------: | --------: |\n", "---");
   for (const auto& r : results) {
     const std::string test = r.depth > 0 ? fmt::format("{} @ d{}", r.name, r.depth) : r.name;
-    fmt::print("| indexshare | {:7} | {} | {:>15} | {:>8.2f} ± {:4.2f} |\n", num_threads(), a.kv, test, r.mean(),
-               r.stddev());
+    fmt::print("| indexshare | {:<21} | {:7} | {} | {:>15} | {:>8.2f} ± {:4.2f} | {:>9} |\n", mode, num_threads(), a.kv,
+               test, r.mean(), r.stddev(), std::isnan(r.select_share) ? "-" : fmt::format("{:.1f}%", 100 * r.select_share));
   }
   return 0;
 }
@@ -161,6 +194,7 @@ CommandRegistrar reg("bench", "prompt (ppN) and generation (tgN) speed, as llama
                            ->delimiter(',')
                            ->capture_default_str();
                        app.add_option("-r,--reps", a->reps, "timed repetitions per test")->capture_default_str();
+                       add_dsa_options(app, a->dsa);
                        app.add_option("--kv", a->kv, "KV-cache type: f16 or f32")->capture_default_str();
                        app.add_flag("--json", a->json, "print the results as JSON");
                        return [a] { return run(*a); };

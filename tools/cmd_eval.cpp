@@ -46,6 +46,37 @@ share::Schedule uniform(int layers, int n) {
   return share::Schedule::resolve({.num_layers = layers, .index_topk_freq = n, .index_skip_topk_offset = 1});
 }
 
+#ifndef INDEXSHARE_DATA_DIR
+#define INDEXSHARE_DATA_DIR "data"
+#endif
+
+// A committed artifact (data/...) when it exists and was made for this model (fingerprint),
+// else "".
+std::string committed_indexers(const std::string& name, const std::string& fingerprint) {
+  const std::string path = std::string(INDEXSHARE_DATA_DIR) + "/indexers/" + name;
+  if (!fs::exists(path)) return "";
+  try {
+    const io::IndexerFile f = io::load_indexers(path);
+    const auto it = f.metadata.find("model_fingerprint");
+    return it != f.metadata.end() && it->second == fingerprint ? path : "";
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+// The searched pattern committed beside the indexers: data/patterns/<name>, line 1 the pattern,
+// then "# key: value" lines, one of them "# model_fingerprint: ...". "" when absent or made for
+// another model.
+std::string committed_pattern(const std::string& name, const std::string& fingerprint) {
+  std::ifstream in(std::string(INDEXSHARE_DATA_DIR) + "/patterns/" + name);
+  if (!in) return "";
+  std::string pattern, line;
+  std::getline(in, pattern);
+  while (std::getline(in, line))
+    if (line == "# model_fingerprint: " + fingerprint) return pattern;
+  return "";
+}
+
 // Loads an indexer file, or distils one (a one-time step) when it does not exist yet.
 io::IndexerFile ensure_indexers(const std::string& path, const ModelSession& s, const std::string& model_path,
                                 const std::string& fingerprint, const std::string& corpus_dir,
@@ -68,8 +99,8 @@ io::IndexerFile ensure_indexers(const std::string& path, const ModelSession& s, 
                      {"corpus", corpus.description()},
                      {"seed", std::to_string(o.seed)},
                      {"mode", aware ? "training-aware " + aware->pattern() : "per-layer"},
-                     {"command", fmt::format("indexshare distill --seq-len {} --sequences {} --steps {} --lr {} --seed {}{} -o {}",
-                                             o.seq_len, o.sequences, o.steps_per_sequence, o.lr, o.seed,
+                     {"command", fmt::format("indexshare distill --seq-len {} --rows {} --sequences {} --steps {} --lr {} --seed {}{} -o {}",
+                                             o.seq_len, o.rows_per_sequence, o.sequences, o.steps_per_sequence, o.lr, o.seed,
                                              aware ? " --pattern " + aware->pattern() : "", path)}});
   return io::load_indexers(path, fingerprint, N);
 }
@@ -86,8 +117,14 @@ int run(const EvalArgs& a) {
   const std::string fp = io::model_fingerprint(a.model);
   const std::string corpus_dir = a.corpus.empty() ? eval::default_corpus_dir() : a.corpus;
   const std::string cdir = cache_dir();
-  const std::string per_layer_path = a.indexers.empty() ? cdir + "/smollm2-indexers.safetensors" : a.indexers;
-  const std::string aware_path = a.aware_indexers.empty() ? cdir + "/smollm2-indexers-aware-1of4.safetensors" : a.aware_indexers;
+  // Indexers: --indexers / --aware-indexers, else the committed ones when they were made for this
+  // model, else the cache (distilled there once when missing).
+  std::string per_layer_path = a.indexers, aware_path = a.aware_indexers;
+  const std::string stem = fs::path(a.model).stem().string();
+  if (per_layer_path.empty()) per_layer_path = committed_indexers(stem + ".per-layer.safetensors", fp);
+  if (per_layer_path.empty()) per_layer_path = cdir + "/" + stem + ".per-layer.safetensors";
+  if (aware_path.empty()) aware_path = committed_indexers(stem + ".aware-freq4.safetensors", fp);
+  if (aware_path.empty()) aware_path = cdir + "/" + stem + ".aware-freq4.safetensors";
   const share::Schedule u4 = uniform(N, 4);
 
   const io::IndexerFile per_layer = ensure_indexers(per_layer_path, s, a.model, fp, corpus_dir, a.distill, std::nullopt);
@@ -114,6 +151,8 @@ int run(const EvalArgs& a) {
     std::ifstream in(searched);
     std::getline(in, searched);
   }
+  // Default: the pattern committed for these indexers (searched with them on this model).
+  if (searched.empty() && a.indexers.empty()) searched = committed_pattern(stem + ".searched-1of4.txt", fp);
   if (!searched.empty()) modes.push_back({.name = "searched 1/4", .schedule = share::Schedule::from_pattern(searched), .indexers = &per_layer.set});
   modes.push_back({.name = "training-aware 1/4", .schedule = u4, .indexers = &aware.set});
 
@@ -227,6 +266,7 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
   app.add_option("--distill-sequences", a->distill.sequences, "sequences for a one-time distillation")->capture_default_str();
   app.add_option("--distill-seq-len", a->distill.seq_len, "tokens per distillation sequence")->capture_default_str();
   app.add_option("--distill-steps", a->distill.steps_per_sequence, "Adam steps per sequence")->capture_default_str();
+  app.add_option("--distill-rows", a->distill.rows_per_sequence, "query rows sampled per sequence")->capture_default_str();
   return [a] { return run(*a); };
 });
 

@@ -22,6 +22,7 @@ struct PerplexityArgs {
   int64_t ctx = 512;
   int64_t windows = 0;
   bool json = false;
+  std::string kv = "f16";
   DsaArgs dsa;
 };
 
@@ -38,6 +39,8 @@ int run(const PerplexityArgs& a) {
   DsaSetup dsa = make_dsa(a.dsa, s.model().config(), a.model, a.ctx);
   if (dsa.backend) fmt::print(stderr, "{}\n", dsa.summary);
   eval::PerplexityOptions o;
+  IS_CHECK(a.kv == "f16" || a.kv == "f32", "perplexity: --kv must be f16 or f32, got '", a.kv, "'");
+  o.kv = a.kv == "f32" ? model::KvType::kF32 : model::KvType::kF16;
   o.ctx = a.ctx;
   o.max_windows = a.windows;
   o.bos = s.tokenizer->add_bos() ? s.tokenizer->bos_id() : -1;
@@ -76,6 +79,7 @@ CommandRegistrar reg("perplexity", "perplexity of a text file over fixed-size wi
   app.add_option("-c,--ctx", a->ctx, "window size in tokens")->capture_default_str();
   app.add_option("--windows", a->windows, "evaluate at most this many windows (0 = all)")->capture_default_str();
   app.add_flag("--json", a->json, "print the result as JSON");
+  app.add_option("--kv", a->kv, "KV-cache type: f16 or f32")->capture_default_str();
   add_dsa_options(app, a->dsa);
   return [a] { return run(*a); };
 });

@@ -34,7 +34,7 @@ PerplexityResult perplexity(const model::LlamaModel& m, std::span<const int32_t>
 
   PerplexityResult r;
   model::KvCache cache;
-  cache.reset(cfg, o.ctx);
+  cache.reset(cfg, o.ctx, o.kv);
   std::vector<float> logits(static_cast<size_t>(o.ctx) * cfg.vocab);
   std::vector<int32_t> win(static_cast<size_t>(o.ctx));
   double nll = 0.0;

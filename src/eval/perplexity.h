@@ -19,6 +19,7 @@ struct PerplexityOptions {
   int64_t max_windows = 0;  // 0 = every whole window in the text
   int64_t first = -1;       // first scored position; -1 = ctx / 2
   int32_t bos = -1;         // >= 0: replace each window's first token by it
+  model::KvType kv = model::KvType::kF16;
 };
 
 struct PerplexityResult {

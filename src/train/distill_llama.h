@@ -22,16 +22,19 @@
 namespace indexshare::train {
 
 struct DistillOptions {
+  // Defaults: the recipe of the committed SmolLM2 indexers (docs/main-job.md): sequences as long
+  // as the evaluation context (an indexer trained on 1024 tokens did not carry its RoPE slice to
+  // 4096), a sample of 512 query rows each.
   int heads = 4;
   int head_dim = 32;
   int rope_dim = 16;
-  int64_t seq_len = 1024;
-  int sequences = 12;        // training sequences taken from the token stream, in order
+  int64_t seq_len = 4096;
+  int sequences = 16;        // training sequences taken from the token stream, in order
   int epochs = 1;
   int steps_per_sequence = 4;
-  int64_t rows_per_sequence = 0;  // > 0: train on this many random query rows of each sequence
-                                  // (keys: all rows); 0 = every row
-  float lr = 3e-3f;
+  int64_t rows_per_sequence = 512;  // > 0: train on this many random query rows of each sequence
+                                    // (keys: all rows); 0 = every row
+  float lr = 1e-2f;
   uint64_t seed = 1;
   std::optional<share::Schedule> training_aware;  // set: F layers only, multi-layer targets
   // progress(done_steps, total_steps, mean loss of the last step over layers)
