@@ -1,0 +1,108 @@
+// Runs the built `indexshare eval` on the real model (skipped when it is not on the machine) at a
+// small context with small random indexers: every mode is in the JSON with consistent counts,
+// the pictures are PNG files, and bad inputs are errors naming the problem.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "io/indexer_file.h"
+#include "io/llama_gguf.h"
+#include "run_tool.h"
+#include "write_indexers.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using indexshare::testing_util::run_tool;
+using indexshare::testing_util::write_indexers;
+
+// Uniform 1/n from layer 0 (what eval calls "uniform 1/n").
+std::string uniform(int layers, int n) {
+  std::string p;
+  for (int l = 0; l < layers; ++l) p += l % n == 0 ? 'F' : 'S';
+  return p;
+}
+
+class CmdEval : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = indexshare::io::default_model_path();
+    if (!fs::exists(model_)) return;
+    const auto c = indexshare::io::llama_config_from_gguf(*indexshare::io::load_llama(model_).file);
+    layers_ = c.n_layers;
+    const std::string fp = indexshare::io::model_fingerprint(model_);
+    per_layer_ = write_indexers("cmd_eval_per_layer.safetensors", layers_, c.d_model, fp);
+    aware_ = write_indexers("cmd_eval_aware.safetensors", layers_, c.d_model, fp, uniform(layers_, 4));
+    wrong_aware_ = write_indexers("cmd_eval_aware2.safetensors", layers_, c.d_model, fp, uniform(layers_, 2));
+  }
+  void SetUp() override {
+    if (!fs::exists(model_)) GTEST_SKIP() << "model not on this machine: " << model_;
+  }
+  static std::string model_, per_layer_, aware_, wrong_aware_;
+  static int layers_;
+};
+std::string CmdEval::model_, CmdEval::per_layer_, CmdEval::aware_, CmdEval::wrong_aware_;
+int CmdEval::layers_ = 0;
+
+TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
+  const std::string out = ::testing::TempDir() + "cmd_eval_out";
+  fs::remove_all(out);
+  std::string searched = uniform(layers_, 4);
+  searched[1] = 'F';
+  searched[4] = 'S';
+  const auto r = run_tool("-t 2 eval --ctx 128 --topk 16 --measure-stride 8 --json -o \"" + out + "\" --indexers \"" +
+                              per_layer_ + "\" --aware-indexers \"" + aware_ + "\" --searched-pattern " + searched,
+                          "2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["modes"].size(), 8u);
+  const std::vector<std::string> names = {"dense",       "oracle top-k", "DSA every layer", "uniform 1/2",
+                                          "uniform 1/4", "uniform 1/8",  "searched 1/4",    "training-aware 1/4"};
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(j["modes"][i]["mode"], names[i]);
+  const auto& m = j["modes"];
+  EXPECT_EQ(double(m[0]["delta_vs_dense"]), 0.0);
+  EXPECT_EQ(double(m[2]["delta_vs_dsa"]), 0.0);
+  EXPECT_EQ(m[0]["indexer_calls"], 0);
+  EXPECT_EQ(m[2]["indexer_calls"], layers_);
+  EXPECT_EQ(m[4]["indexer_calls"], (layers_ + 3) / 4);
+  EXPECT_EQ(m[6]["pattern"], searched);
+  EXPECT_EQ(m[7]["pattern"], uniform(layers_, 4));
+  // The oracle's sets are the true attention's top-k: no learned set can hold more of its mass.
+  EXPECT_GT(double(m[1]["recall"]), double(m[2]["recall"]));
+  EXPECT_LE(double(m[1]["recall"]), 1.0 + 1e-6);
+  // Fewer F layers, fewer indexer FLOPs.
+  EXPECT_GT(double(m[2]["indexer_flops_per_token"]), double(m[3]["indexer_flops_per_token"]));
+  EXPECT_GT(double(m[3]["indexer_flops_per_token"]), double(m[4]["indexer_flops_per_token"]));
+  EXPECT_TRUE(m[2]["s_overlap"].is_null());
+  EXPECT_GE(double(m[4]["s_overlap"]), 0.0);
+  ASSERT_EQ(j["jaccard"].size(), static_cast<size_t>(layers_ * layers_));
+  EXPECT_NEAR(double(j["jaccard"][0]), 1.0, 1e-12) << "a layer's sets equal themselves";
+  for (const auto& pic : j["pictures"]) {
+    std::ifstream f(pic.get<std::string>(), std::ios::binary);
+    char sig[8] = {};
+    f.read(sig, 8);
+    EXPECT_EQ(std::string(sig + 1, 3), "PNG") << pic;
+  }
+}
+
+TEST_F(CmdEval, BadInputsAreErrors) {
+  auto expect_error = [](const std::string& args, const std::string& needle) {
+    const auto r = run_tool(args, "2>&1 >/dev/null");
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  };
+  const std::string ix = "eval --ctx 64 --indexers \"" + per_layer_ + "\" ";
+  expect_error(ix + "--aware-indexers \"" + wrong_aware_ + "\"", "not " + uniform(layers_, 4));
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --topk 65", "larger than the context");
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --searched-pattern FSF", "3");
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --searched-pattern S" + std::string(layers_ - 1, 'F'),
+               "first layer");
+  const std::string empty = ::testing::TempDir() + "cmd_eval_empty_corpus";
+  fs::create_directories(empty);
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --corpus \"" + empty + "\"", "no readable text");
+}
+
+}  // namespace
