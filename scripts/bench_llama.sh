@@ -15,7 +15,7 @@
 #   PROMPT=512 GEN=128 DEPTHS="0 4096"
 #   INDEXSHARE=build/indexshare   the indexshare binary
 #   JSON=out.json                 also write every measurement there
-#   DSA_DEPTHS="4096 8192"        depths at which indexshare also runs DSA on every layer and
+#   DSA_DEPTHS="4096 7680"        depths at which indexshare also runs DSA on every layer and
 #                                 IndexShare 1/4 (--freq 4 --offset 1), top-k = context / 8,
 #                                 with the indexers of INDEXERS (default: the committed
 #                                 SmolLM2 per-layer file); DSA_DEPTHS="" skips them
@@ -37,7 +37,7 @@ fi
 [ -f "$model" ] || { echo "bench_llama: model $model not found" >&2; exit 1; }
 threads="${THREADS:-2}"; reps="${REPS:-3}"; rounds="${ROUNDS:-2}"
 prompt="${PROMPT:-512}"; gen="${GEN:-128}"; depths="${DEPTHS:-0 4096}"
-dsa_depths="${DSA_DEPTHS-4096 8192}"
+dsa_depths="${DSA_DEPTHS-4096 7680}"
 indexers="${INDEXERS:-$root/data/indexers/SmolLM2-135M-Instruct.Q4_1.per-layer.safetensors}"
 all_depths="$(printf '%s\n' $depths $dsa_depths | sort -n -u | tr '\n' ' ')"
 

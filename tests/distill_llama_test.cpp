@@ -51,7 +51,9 @@ TEST(DistillLlama, CapturedRowsAreTheSampledRowsOfTheFullCapture) {
       for (size_t s = 0; s < ids.size(); ++s) {
         const float a = part.P[l][i * ids.size() + s], b = full.P[l][static_cast<size_t>(rows[i]) * ids.size() + s];
         EXPECT_NEAR(a, b, 1e-6) << "layer " << l << " row " << rows[i] << " key " << s;
-        if (static_cast<int64_t>(s) > rows[i]) EXPECT_EQ(a, 0.0f) << "future key has attention";
+        if (static_cast<int64_t>(s) > rows[i]) {
+          EXPECT_EQ(a, 0.0f) << "future key has attention";
+        }
         mass += a;
       }
       EXPECT_NEAR(mass, 1.0, 1e-4) << "head-averaged attention of a row sums to 1";

@@ -53,6 +53,22 @@ void linear_f32(const float* x, int64_t T, int64_t K, const float* W, int64_t N,
   });
 }
 
+void learned_indexer_rope(float* v, int64_t T, int heads, int64_t pos0, const LearnedIndexerConfig& c,
+                          const float* inv_freq) {
+  if (c.rope_dim == 0 || T == 0) return;
+  ops::RopeParams rp;
+  rp.x = v;
+  rp.pos0 = pos0;
+  rp.T = T;
+  rp.H = heads;
+  rp.head_dim = c.head_dim;
+  rp.rot_offset = 0;
+  rp.rot_dim = c.rope_dim;
+  rp.inv_freq = inv_freq;
+  rp.pairing = ops::RopePairing::kHalfSplit;
+  ops::rope(rp);
+}
+
 void learned_indexer_project(const LearnedIndexerWeights& wts, const float* x, int64_t T, int64_t pos0,
                              float* q, float* k, float* w) {
   const auto& c = wts.cfg;
@@ -61,20 +77,7 @@ void learned_indexer_project(const LearnedIndexerWeights& wts, const float* x, i
   IS_CHECK(x != nullptr || T == 0, "learned_indexer_project: x is null");
   if (T == 0) return;
   const std::vector<float> inv_freq = indexer_inv_freq(c);
-  auto rotate = [&](float* v, int heads) {
-    if (c.rope_dim == 0) return;
-    ops::RopeParams rp;
-    rp.x = v;
-    rp.pos0 = pos0;
-    rp.T = T;
-    rp.H = heads;
-    rp.head_dim = c.head_dim;
-    rp.rot_offset = 0;
-    rp.rot_dim = c.rope_dim;
-    rp.inv_freq = inv_freq.data();
-    rp.pairing = ops::RopePairing::kHalfSplit;
-    ops::rope(rp);
-  };
+  auto rotate = [&](float* v, int heads) { learned_indexer_rope(v, T, heads, pos0, c, inv_freq.data()); };
   if (q) {
     linear_f32(x, T, c.d_model, wts.wq.data(), static_cast<int64_t>(c.heads) * c.head_dim, q);
     rotate(q, c.heads);

@@ -36,6 +36,11 @@ struct LearnedIndexerWeights {
 // inv_freq[j] = theta^(-2j / rope_dim), j < rope_dim / 2 (sign -1 gives the inverse rotation).
 std::vector<float> indexer_inv_freq(const LearnedIndexerConfig& cfg, float sign = 1.0f);
 
+// Rotates the RoPE slice (dims [0, rope_dim), half-split pairs) of v [T, heads, head_dim], rows at
+// positions pos0 .. pos0 + T - 1, by inv_freq (indexer_inv_freq; sign -1 rotates back).
+void learned_indexer_rope(float* v, int64_t T, int heads, int64_t pos0, const LearnedIndexerConfig& c,
+                          const float* inv_freq);
+
 // Projects x [T, d_model] (absolute positions pos0 .. pos0 + T - 1) into
 // q [T, H, D], k [T, D], w [T, H]. Any output pointer may be null to skip it.
 void learned_indexer_project(const LearnedIndexerWeights& wts, const float* x, int64_t T, int64_t pos0,

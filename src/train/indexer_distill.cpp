@@ -6,7 +6,6 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "ops/rope.h"
 
 namespace indexshare::train {
 
@@ -24,40 +23,11 @@ namespace {
 // thread count, so the per-group partial sums and their ordered reduction are deterministic.
 constexpr int kGroups = 16;
 
-void rotate_back(float* v, int64_t T, int heads, int64_t pos0, const model::LearnedIndexerConfig& c,
-                 const std::vector<float>& neg_inv_freq) {
-  if (c.rope_dim == 0 || T == 0) return;
-  ops::RopeParams rp;
-  rp.x = v;
-  rp.pos0 = pos0;
-  rp.T = T;
-  rp.H = heads;
-  rp.head_dim = c.head_dim;
-  rp.rot_offset = 0;
-  rp.rot_dim = c.rope_dim;
-  rp.inv_freq = neg_inv_freq.data();
-  rp.pairing = ops::RopePairing::kHalfSplit;
-  ops::rope(rp);  // rotation by -angle is the transpose of the forward rotation
-}
-
 // Rotates each row r of v [n, heads, head_dim] by the angles of position rows[r].
 void rope_at_rows(float* v, const int64_t* rows, int64_t n, int heads, const model::LearnedIndexerConfig& c,
                   const std::vector<float>& inv_freq) {
-  if (c.rope_dim == 0) return;
   const int64_t stride = static_cast<int64_t>(heads) * c.head_dim;
-  for (int64_t r = 0; r < n; ++r) {
-    ops::RopeParams rp;
-    rp.x = v + r * stride;
-    rp.pos0 = rows[r];
-    rp.T = 1;
-    rp.H = heads;
-    rp.head_dim = c.head_dim;
-    rp.rot_offset = 0;
-    rp.rot_dim = c.rope_dim;
-    rp.inv_freq = inv_freq.data();
-    rp.pairing = ops::RopePairing::kHalfSplit;
-    ops::rope(rp);
-  }
+  for (int64_t r = 0; r < n; ++r) model::learned_indexer_rope(v + r * stride, 1, heads, rows[r], c, inv_freq.data());
 }
 
 // dW[n, :] = sum_t dy[t, n] * x[t, :]
@@ -211,9 +181,9 @@ double indexer_kl_loss(const LearnedIndexerWeights& wts, const DistillExample& e
   if (ex.rows) {
     rope_at_rows(dq.data(), pos.data(), R, H, c, neg);
   } else {
-    rotate_back(dq.data(), T, H, ex.pos0, c, neg);
+    model::learned_indexer_rope(dq.data(), T, H, ex.pos0, c, neg.data());  // -angle: the transpose
   }
-  rotate_back(dk.data(), T, 1, ex.pos0, c, neg);
+  model::learned_indexer_rope(dk.data(), T, 1, ex.pos0, c, neg.data());
   grads->resize_like(wts);
   weight_grad(dq.data(), xrows, R, static_cast<int64_t>(H) * D, c.d_model, grads->wq.data());
   weight_grad(dk.data(), ex.x, T, D, c.d_model, grads->wk.data());
