@@ -98,6 +98,8 @@ LoadedLlama load_llama(const std::string& path) {
 
 std::string default_model_path() {
   if (const char* m = std::getenv("INDEXSHARE_MODEL"); m && *m) return m;
+  // The cache folder of scripts/fetch_model.sh: INDEXSHARE_CACHE, else ~/.cache/indexshare.
+  if (const char* c = std::getenv("INDEXSHARE_CACHE"); c && *c) return std::string(c) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
   const char* home = std::getenv("HOME");
   return std::string(home ? home : ".") + "/.cache/indexshare/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
