@@ -23,7 +23,8 @@ model::LlamaConfig llama_config_from_gguf(const GgufFile& f);
 LoadedLlama load_llama(const std::string& path);
 LoadedLlama load_llama(std::shared_ptr<GgufFile> file);
 
-// The default model path: $INDEXSHARE_MODEL, else ~/.cache/indexshare/SmolLM2-135M-Instruct.Q4_1.gguf.
+// The default model path: $INDEXSHARE_MODEL, else SmolLM2-135M-Instruct.Q4_1.gguf in $INDEXSHARE_CACHE,
+// else in ~/.cache/indexshare (where scripts/fetch_model.sh puts it).
 std::string default_model_path();
 
 }  // namespace indexshare::io
