@@ -1,4 +1,4 @@
-// LlamaModel::forward: the ops of every layer as phases of one thread team (llama.h).
+// LlamaModel::forward: the ops of every layer as phases of one thread team (llama_model.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
