@@ -10,6 +10,7 @@
 
 #include "core/cpu_features.h"
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/thread_pool.h"
 
 namespace indexshare::ops::detail {
@@ -543,6 +544,17 @@ int head_part_size(int64_t units, int heads, int group) {
   const int step = size >= group ? group : 4;
   size = (size + step - 1) / step * step;
   return std::min(size, heads);
+}
+
+void check_kv_pair(const char* fn, const float* k, const float* v, const uint16_t* k16, const uint16_t* v16) {
+  IS_CHECK(!(k || v) || !(k16 || v16), fn, ": give the cache as f32 (k, v) or as f16 (k16, v16), not both");
+  if (k16 || v16) {
+    IS_CHECK(k16 != nullptr, fn, ": k16 is null (v16 is set)");
+    IS_CHECK(v16 != nullptr, fn, ": v16 is null (k16 is set)");
+  } else {
+    IS_CHECK(k != nullptr, fn, ": k is null");
+    IS_CHECK(v != nullptr, fn, ": v is null");
+  }
 }
 
 }  // namespace indexshare::ops::detail

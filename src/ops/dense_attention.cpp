@@ -28,15 +28,7 @@ void validate(const DenseAttentionParams& p) {
     IS_CHECK(p.q != nullptr, fn, ": q is null");
     IS_CHECK(p.out != nullptr, fn, ": out is null");
     if (p.L > 0) {
-      IS_CHECK(!(p.k || p.v) || !(p.k16 || p.v16), fn,
-               ": give the cache as f32 (k, v) or as f16 (k16, v16), not both");
-      if (p.k16 || p.v16) {
-        IS_CHECK(p.k16 != nullptr, fn, ": k16 is null (v16 is set)");
-        IS_CHECK(p.v16 != nullptr, fn, ": v16 is null (k16 is set)");
-      } else {
-        IS_CHECK(p.k != nullptr, fn, ": k is null");
-        IS_CHECK(p.v != nullptr, fn, ": v is null");
-      }
+      detail::check_kv_pair(fn, p.k, p.v, p.k16, p.v16);
     }
   }
 }

@@ -126,15 +126,7 @@ void validate(const SparseAttentionParams& p) {
   check_common(fn, p.T, p.L, p.H, p.K, p.scale, p.q, p.out);
   IS_CHECK(p.H % p.H_kv == 0, fn, ": H=", p.H, " is not a multiple of H_kv=", p.H_kv);
   if (p.T > 0 && p.K > 0 && p.L > 0) {
-    IS_CHECK(!(p.k || p.v) || !(p.k16 || p.v16), fn,
-             ": give the cache as f32 (k, v) or as f16 (k16, v16), not both");
-    if (p.k16 || p.v16) {
-      IS_CHECK(p.k16 != nullptr, fn, ": k16 is null (v16 is set)");
-      IS_CHECK(p.v16 != nullptr, fn, ": v16 is null (k16 is set)");
-    } else {
-      IS_CHECK(p.k != nullptr, fn, ": k is null");
-      IS_CHECK(p.v != nullptr, fn, ": v is null");
-    }
+    detail::check_kv_pair(fn, p.k, p.v, p.k16, p.v16);
   }
   check_index_rows(fn, p.indices, p.T, p.K, p.L);
 }
