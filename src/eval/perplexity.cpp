@@ -35,7 +35,9 @@ PerplexityResult perplexity(const model::LlamaModel& m, std::span<const int32_t>
   PerplexityResult r;
   model::KvCache cache;
   cache.reset(cfg, o.ctx, o.kv);
-  std::vector<float> logits(static_cast<size_t>(o.ctx) * cfg.vocab);
+  // Logits only of the scored rows [first, ctx - 1): the step-wise forward, bit-equal to forward().
+  std::vector<float> logits(static_cast<size_t>(o.ctx - 1 - first) * cfg.vocab);
+  std::vector<float> x(static_cast<size_t>(o.ctx) * cfg.d_model);
   std::vector<int32_t> win(static_cast<size_t>(o.ctx));
   double nll = 0.0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -44,9 +46,11 @@ PerplexityResult perplexity(const model::LlamaModel& m, std::span<const int32_t>
     if (o.bos >= 0) win[0] = o.bos;
     cache.clear();
     if (backend) backend->begin_sequence();
-    m.forward(win.data(), o.ctx, cache, logits.data(), true, backend);
+    m.embed_tokens(win.data(), o.ctx, x.data());
+    m.forward_layers(0, cfg.n_layers, x.data(), o.ctx, 0, cache, backend);
+    m.output_logits(x.data() + first * cfg.d_model, o.ctx - 1 - first, logits.data());
     for (int64_t j = first; j < o.ctx - 1; ++j) {
-      const std::span<const float> row(logits.data() + j * cfg.vocab, static_cast<size_t>(cfg.vocab));
+      const std::span<const float> row(logits.data() + (j - first) * cfg.vocab, static_cast<size_t>(cfg.vocab));
       nll -= log_prob(row, tokens[static_cast<size_t>(w * o.ctx + j + 1)]);
       ++r.scored;
     }
