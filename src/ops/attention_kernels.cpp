@@ -546,8 +546,6 @@ int head_part_size(int64_t units, int heads, int group) {
   return std::min(size, heads);
 }
 
-float exp_sum(float* x, int n, float m) { return use_avx2() ? exp_sum_avx2(x, n, m) : exp_sum_scalar(x, n, m); }
-
 void check_kv_pair(const char* fn, const float* k, const float* v, const uint16_t* k16, const uint16_t* v16) {
   IS_CHECK(!(k || v) || !(k16 || v16), fn, ": give the cache as f32 (k, v) or as f16 (k16, v16), not both");
   if (k16 || v16) {

@@ -53,9 +53,6 @@ void attend_tile(const AttnQuery* queries, int nq, const AttnKeys& keys, int Dqk
 // else a multiple of 4 heads. Returns `heads` when the units alone keep the threads busy.
 int head_part_size(int64_t units, int heads, int group);
 
-// x[j] = exp(x[j] - m) for j < n (x[j] <= m), returns their sum; AVX2 when available.
-float exp_sum(float* x, int n, float m);
-
 // Checks that a cache is given as f32 (k and v) or as f16 (k16 and v16), not a mix; Error names fn.
 void check_kv_pair(const char* fn, const float* k, const float* v, const uint16_t* k16, const uint16_t* v16);
 
