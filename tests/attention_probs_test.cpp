@@ -6,7 +6,9 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "core/cpu_features.h"
 #include "ops/attention_probs.h"
+#include "ops/vec.h"
 
 namespace indexshare::ops {
 namespace {
@@ -53,6 +55,78 @@ TEST(AttentionProbs, MatchesFloat64AndRowsSumToOne) {
   set_num_threads(2);
   EXPECT_EQ(P, P2);
   EXPECT_THROW(attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = L, .H = 5, .H_kv = 2, .D = D, .P = P.data()}),
+               Error);
+}
+
+// The plain loop attention_probs promises to equal bit for bit (ops::dot, a sequential exp sum,
+// row += w * s in ascending head order): the distillation targets rest on it.
+std::vector<float> plain_probs(const std::vector<float>& q, const std::vector<float>& k, const std::vector<int64_t>& pos,
+                               int64_t L, int H, int Hkv, int D, float scale) {
+  const int64_t T = static_cast<int64_t>(pos.size());
+  std::vector<float> P(static_cast<size_t>(T * L), 0.0f), s(static_cast<size_t>(L));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t n = std::min(L, pos[t] + 1);
+    for (int h = 0; h < H; ++h) {
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        s[j] = scale * dot(&q[(t * H + h) * D], &k[(j * Hkv + h / (H / Hkv)) * D], D);
+        mx = std::max(mx, s[j]);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - mx));
+      const float w = (1.0f / static_cast<float>(H)) / sum;
+      for (int64_t j = 0; j < n; ++j) {
+        const float add = w * s[j];
+        P[t * L + j] = P[t * L + j] + add;
+      }
+    }
+  }
+  return P;
+}
+
+TEST(AttentionProbs, BitwiseEqualToThePlainLoopOnEveryPath) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  struct Case { int H, Hkv, D; int64_t L; };
+  // D: 64 and 16-multiples (the 16-float chunks), 24 and 8 (an 8-float tail), 12 (no AVX2
+  // path); L: several 128-key blocks plus a ragged end, and fewer keys than one 4-key step.
+  for (const Case c : {Case{9, 3, 64, 300}, Case{4, 4, 24, 131}, Case{6, 2, 8, 3}, Case{2, 1, 12, 40}}) {
+    SCOPED_TRACE(testing::Message() << "H=" << c.H << " Hkv=" << c.Hkv << " D=" << c.D << " L=" << c.L);
+    const std::vector<int64_t> pos = {0, 1, 2, 5, c.L / 2, c.L - 1, c.L + 7};
+    const int64_t T = static_cast<int64_t>(pos.size()), qd = int64_t{c.H} * c.D;
+    std::vector<float> q(T * qd), k(c.L * c.Hkv * c.D);
+    for (auto& v : q) v = nd(rng);
+    for (auto& v : k) v = nd(rng);
+    for (bool simd : {true, false}) {
+      set_simd_enabled(simd);  // the reference's ops::dot follows the same switch
+      const std::vector<float> want = plain_probs(q, k, pos, c.L, c.H, c.Hkv, c.D, 0.125f);
+      std::vector<float> got(T * c.L, -1.0f);
+      attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = c.L, .H = c.H, .H_kv = c.Hkv, .D = c.D,
+                       .scale = 0.125f, .P = got.data(), .pos = pos.data()});
+      EXPECT_EQ(got, want) << "simd " << simd;
+      // One row at a time, positions as q_start, q read with a row stride: the same bits.
+      std::vector<float> wide(T * (qd + 5)), one(c.L);
+      for (int64_t t = 0; t < T; ++t) std::copy(&q[t * qd], &q[t * qd] + qd, &wide[t * (qd + 5)]);
+      for (int64_t t = 0; t < T; ++t) {
+        attention_probs({.q = wide.data() + t * (qd + 5), .k = k.data(), .T = 1, .L = c.L, .H = c.H, .H_kv = c.Hkv,
+                         .D = c.D, .q_start = pos[t], .scale = 0.125f, .P = one.data()});
+        EXPECT_TRUE(std::equal(one.begin(), one.end(), want.begin() + t * c.L)) << "row " << t << " simd " << simd;
+      }
+    }
+    set_simd_enabled(true);
+  }
+}
+
+TEST(AttentionProbs, RejectsBadStridesAndPositions) {
+  std::vector<float> q(2 * 4 * 8, 0.5f), k(3 * 2 * 8, 0.25f), P(2 * 3);
+  const int64_t bad[2] = {0, -1};
+  EXPECT_THROW(attention_probs({.q = q.data(), .k = k.data(), .T = 2, .L = 3, .H = 4, .H_kv = 2, .D = 8,
+                                .P = P.data(), .pos = bad}),
+               Error);
+  EXPECT_THROW(attention_probs({.q = q.data(), .k = k.data(), .T = 2, .L = 3, .H = 4, .H_kv = 2, .D = 8,
+                                .P = P.data(), .ldq = 31}),
                Error);
 }
 

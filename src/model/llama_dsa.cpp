@@ -92,11 +92,11 @@ void LlamaDsaBackend::select_oracle(const AttentionCall& a, int32_t* out) {
   const float* keys = attention_keys_f32(a, int64_t{mc_.n_kv_heads} * mc_.head_dim, keys_f32_);
   ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
                         .D = mc_.head_dim, .q_start = a.pos0, .scale = a.scale, .P = probs_.data()});
-  std::vector<float> masked(probs_);
+  // Future keys are out of the running (their probability 0 could otherwise tie with real ones).
   for (int64_t t = 0; t < a.T; ++t)
-    for (int64_t s = a.pos0 + t + 1; s < a.L; ++s) masked[static_cast<size_t>(t * a.L + s)] = -std::numeric_limits<float>::infinity();
+    for (int64_t s = a.pos0 + t + 1; s < a.L; ++s) probs_[static_cast<size_t>(t * a.L + s)] = -std::numeric_limits<float>::infinity();
   ops::TopkParams tp;
-  tp.scores = masked.data();
+  tp.scores = probs_.data();
   tp.T = a.T;
   tp.L = a.L;
   tp.k = opt_.topk;
@@ -109,35 +109,63 @@ void LlamaDsaBackend::measure(const AttentionCall& a) {
   auto& st = stats_[static_cast<size_t>(l)];
   const int64_t k = opt_.topk, stride = std::max<int64_t>(opt_.measure_stride, 1);
   const int64_t Hq = static_cast<int64_t>(mc_.n_heads) * mc_.head_dim;
+  // The measured rows: positions that are multiples of the stride, evenly spaced in this call.
+  const int64_t t0 = (stride - a.pos0 % stride) % stride;
+  if (t0 >= a.T) return;
+  const int64_t M = (a.T - 1 - t0) / stride + 1;
+  std::vector<int64_t> pos(static_cast<size_t>(M));
+  for (int64_t i = 0; i < M; ++i) pos[static_cast<size_t>(i)] = a.pos0 + t0 + i * stride;
   // Overlap of the reused set with the S layer's own choice (prefill from position 0 only: the
-  // own indexer's keys are projected from this call's rows).
+  // own indexer's keys are projected from this call's rows). Only the measured rows are
+  // scored; a row's top-k does not depend on which other rows are scored with it
+  // (ops/indexer_topk.h), so this is what the full selection would give on those rows.
   const bool overlap =
       !opt_.schedule.is_full(l) && opt_.own_indexers && opt_.own_indexers->has(l) && a.pos0 == 0;
   if (overlap) {
     const auto& w = *opt_.own_indexers->layers[static_cast<size_t>(l)];
-    std::vector<float> kc(static_cast<size_t>(a.L) * w.cfg.head_dim);
-    own_.resize(static_cast<size_t>(a.T * k));
-    const DsaCounters keep = counters_;
-    select_with_indexer(a, w, kc, own_.data());
-    counters_ = keep;  // measurement work is not the configuration's cost
+    const auto& c = w.cfg;
+    std::vector<float> kc(static_cast<size_t>(a.L) * c.head_dim);
+    learned_indexer_project(w, a.x_norm, a.T, a.pos0, nullptr, kc.data() + a.pos0 * c.head_dim, nullptr);
+    std::vector<float> q(static_cast<size_t>(c.heads) * c.head_dim), hw(static_cast<size_t>(c.heads));
+    own_.assign(static_cast<size_t>(M * k), -1);
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t t = t0 + i * stride;
+      learned_indexer_project(w, a.x_norm + t * c.d_model, 1, a.pos0 + t, q.data(), nullptr, hw.data());
+      ops::IndexerParams p;
+      p.q = q.data();
+      p.k = kc.data();
+      p.weights = hw.data();
+      p.scale = c.score_scale();
+      p.T = 1;
+      p.L = a.L;
+      p.H = c.heads;
+      p.D = c.head_dim;
+      p.q_start = a.pos0 + t;
+      ops::IndexerTopkOptions o;
+      o.k = opt_.topk;
+      ops::indexer_topk(p, o, own_.data() + i * k, nullptr);
+    }
   }
-  std::vector<float> row(static_cast<size_t>(a.L));
-  std::vector<int32_t> x, y, both;
+  // Recall: the measured rows' true attention in one call (threads split the rows).
+  probs_.resize(static_cast<size_t>(M * a.L));
   const float* keys = attention_keys_f32(a, int64_t{mc_.n_kv_heads} * mc_.head_dim, keys_f32_);
-  for (int64_t t = 0; t < a.T; ++t) {
-    if ((a.pos0 + t) % stride != 0) continue;
-    ops::attention_probs({.q = a.q + t * Hq, .k = keys, .T = 1, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
-                          .D = mc_.head_dim, .q_start = a.pos0 + t, .scale = a.scale, .P = row.data()});
+  ops::attention_probs({.q = a.q + t0 * Hq, .k = keys, .T = M, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
+                        .D = mc_.head_dim, .scale = a.scale, .P = probs_.data(), .ldq = stride * Hq,
+                        .pos = pos.data()});
+  std::vector<int32_t> x, y, both;
+  for (int64_t i = 0; i < M; ++i) {
+    const int64_t t = t0 + i * stride;
+    const float* row = probs_.data() + i * a.L;
     double mass = 0.0;
     for (int64_t j = 0; j < k; ++j) {
       const int32_t s = topk_[static_cast<size_t>(t * k + j)];
-      if (s >= 0) mass += row[static_cast<size_t>(s)];
+      if (s >= 0) mass += row[s];
     }
     st.recall_sum += mass;
     ++st.rows;
     if (!overlap) continue;
     x.assign(topk_.begin() + t * k, topk_.begin() + (t + 1) * k);
-    y.assign(own_.begin() + t * k, own_.begin() + (t + 1) * k);
+    y.assign(own_.begin() + i * k, own_.begin() + (i + 1) * k);
     x.erase(std::remove(x.begin(), x.end(), -1), x.end());
     y.erase(std::remove(y.begin(), y.end(), -1), y.end());
     if (y.empty()) continue;

@@ -102,9 +102,10 @@ class LlamaDsaBackend : public AttentionBackend {
   LlamaConfig mc_;
   DsaOptions opt_;
   std::vector<std::vector<float>> index_k_;  // per F layer: [capacity, D_I]
-  std::vector<int32_t> topk_, own_;          // [T, k]
+  std::vector<int32_t> topk_;                // [T, k]
+  std::vector<int32_t> own_;                 // [measured rows, k] the own indexer's sets
   int64_t topk_rows_ = 0, topk_pos0_ = -1;
-  std::vector<float> probs_;                 // [T, L] scratch for oracle / measure
+  std::vector<float> probs_;                 // [T or measured rows, L] scratch for oracle / measure
   std::vector<float> keys_f32_;              // [L, H_kv, Dh] widened f16 keys for oracle / measure
   DsaCounters counters_;
   std::vector<DsaLayerStats> stats_;

@@ -1,9 +1,13 @@
 // Head-averaged causal attention probabilities, CPU: the distillation target of DSA's dense
 // warm-up and the reference for oracle top-k and attention-mass recall.
 //
-//   P[t, s] = (1/H) sum_h softmax_s(scale * q[t, h] . k[s, h / (H / H_kv)]),  s <= q_start + t
+//   P[t, s] = (1/H) sum_h softmax_s(scale * q[t, h] . k[s, h / (H / H_kv)]),  s <= pos(t)
 //
-// and P[t, s] = 0 for s > q_start + t (or s >= L). Each row sums to 1 (when it sees a key).
+// and P[t, s] = 0 for s > pos(t) (or s >= L), where pos(t) = q_start + t, or pos[t] when a
+// position list is given (rows picked out of a longer sequence). Each row sums to 1 (when it
+// sees a key). Threads split the rows; a row's arithmetic depends only on its own q, its
+// position and k, so results are bitwise identical for any thread count and any batching of
+// rows (one call for many rows equals one call per row).
 #pragma once
 
 #include <cstdint>
@@ -11,7 +15,7 @@
 namespace indexshare::ops {
 
 struct AttentionProbsParams {
-  const float* q = nullptr;  // [T, H, D]
+  const float* q = nullptr;  // [T, ldq]: row t holds [H, D]
   const float* k = nullptr;  // [L, H_kv, D]
   int64_t T = 0, L = 0;
   int H = 0, H_kv = 0, D = 0;
@@ -19,6 +23,8 @@ struct AttentionProbsParams {
   float scale = 1.0f;
   float* P = nullptr;        // [T, ldp] out; columns [0, L) written
   int64_t ldp = 0;           // row stride; 0 means L
+  int64_t ldq = 0;           // row stride of q in floats; 0 means H * D
+  const int64_t* pos = nullptr;  // [T] nullable: row t's position (else q_start + t)
 };
 
 void attention_probs(const AttentionProbsParams& p);

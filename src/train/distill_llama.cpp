@@ -32,11 +32,14 @@ class CaptureBackend : public model::AttentionBackend {
     } else {
       const int64_t R = static_cast<int64_t>(out_.rows.size()), qd = int64_t{c_.n_heads} * c_.head_dim;
       P.resize(static_cast<size_t>(R * a.T));
+      // The sampled rows' queries side by side, scored in one call (threads split the rows).
+      q_.resize(static_cast<size_t>(R * qd));
       for (int64_t i = 0; i < R; ++i) {
-        const int64_t t = out_.rows[static_cast<size_t>(i)];
-        ops::attention_probs({.q = a.q + t * qd, .k = keys, .T = 1, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
-                              .D = c_.head_dim, .q_start = t, .scale = a.scale, .P = P.data() + i * a.T});
+        const float* qt = a.q + out_.rows[static_cast<size_t>(i)] * qd;
+        std::copy(qt, qt + qd, q_.begin() + i * qd);
       }
+      ops::attention_probs({.q = q_.data(), .k = keys, .T = R, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
+                            .D = c_.head_dim, .scale = a.scale, .P = P.data(), .pos = out_.rows.data()});
     }
     return false;  // the model runs dense attention itself
   }
@@ -45,6 +48,7 @@ class CaptureBackend : public model::AttentionBackend {
   const model::LlamaConfig& c_;
   LayerCapture& out_;
   std::vector<float> keys_;  // widened f16 keys
+  std::vector<float> q_;     // the sampled rows' queries
 };
 
 }  // namespace
