@@ -93,9 +93,11 @@ IS_AVX2 void accumulate_avx2(float* row, const float* s, int64_t n, float w) {
 
 #undef IS_AVX2
 
-// Keys per block in the AVX2 path: a KV group's heads score one block of keys while it is in
-// L1/L2 (128 keys of D = 64 floats = 32 KiB), instead of each head streaming all of them.
-constexpr int64_t kKeyBlock = 128;
+// Blocking of the AVX2 path: kRowBlock rows x a KV group's heads score one block of kKeyBlock
+// keys while it sits in L1 (64 keys of D = 64 floats = 16 KiB), instead of every (row, head)
+// streaming all keys from L3.
+constexpr int64_t kKeyBlock = 64;
+constexpr int64_t kRowBlock = 4;
 
 }  // namespace
 
@@ -118,38 +120,50 @@ void attention_probs(const AttentionProbsParams& p) {
   const float inv_h = 1.0f / static_cast<float>(p.H);
   const bool simd = use_avx2() && p.D % 8 == 0;
   parallel_for(p.T, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> s(static_cast<size_t>(group) * static_cast<size_t>(p.L));
-    std::vector<float> mx(static_cast<size_t>(group));
-    for (int64_t t = b; t < e; ++t) {
-      float* row = p.P + t * ld;
-      std::fill(row, row + p.L, 0.0f);
-      const int64_t n = std::min(p.L, (p.pos ? p.pos[t] : p.q_start + t) + 1);
-      const float* qt = p.q + t * ldq;
+    // Scores of one row block's heads of one KV group: [rows, group, L].
+    std::vector<float> s(static_cast<size_t>(kRowBlock * group) * static_cast<size_t>(p.L));
+    std::vector<float> mx(static_cast<size_t>(kRowBlock * group));
+    for (int64_t tb = b; tb < e; tb += kRowBlock) {
+      const int64_t R = std::min(kRowBlock, e - tb);
+      int64_t n[kRowBlock], nmax = 0;
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t t = tb + r;
+        n[r] = std::min(p.L, (p.pos ? p.pos[t] : p.q_start + t) + 1);
+        nmax = std::max(nmax, n[r]);
+        std::fill(p.P + t * ld, p.P + t * ld + p.L, 0.0f);
+      }
       for (int kv = 0; kv < p.H_kv; ++kv) {
         const float* kh = p.k + int64_t{kv} * p.D;
-        // Scores of the group's heads (heads kv * group .. kv * group + group - 1).
         std::fill(mx.begin(), mx.end(), -INFINITY);
-        for (int64_t j0 = 0; j0 < n; j0 += simd ? kKeyBlock : n) {
-          const int64_t nb = simd ? std::min(kKeyBlock, n - j0) : n;
-          for (int g = 0; g < group; ++g) {
-            const float* qh = qt + int64_t{kv * group + g} * p.D;
-            float* sg = s.data() + static_cast<size_t>(g) * static_cast<size_t>(p.L) + j0;
-            float& m = mx[static_cast<size_t>(g)];
-            m = simd ? scores_avx2(qh, kh + j0 * ldk, ldk, p.D, nb, p.scale, sg, m)
-                     : scores_plain(qh, kh, ldk, p.D, nb, p.scale, sg);
+        // Every (row, head) of the block scores one block of keys while it is in L1.
+        for (int64_t j0 = 0; j0 < nmax; j0 += simd ? kKeyBlock : nmax) {
+          for (int64_t r = 0; r < R; ++r) {
+            const int64_t nb = simd ? std::min(kKeyBlock, n[r] - j0) : n[r];
+            if (nb <= 0) continue;
+            for (int g = 0; g < group; ++g) {
+              const float* qh = p.q + (tb + r) * ldq + int64_t{kv * group + g} * p.D;
+              const size_t i = static_cast<size_t>(r * group + g);
+              float* sg = s.data() + i * static_cast<size_t>(p.L) + j0;
+              mx[i] = simd ? scores_avx2(qh, kh + j0 * ldk, ldk, p.D, nb, p.scale, sg, mx[i])
+                           : scores_plain(qh, kh, ldk, p.D, nb, p.scale, sg);
+            }
           }
         }
-        // Softmax of each head in ascending head order, added to the row.
-        for (int g = 0; g < group; ++g) {
-          float* sg = s.data() + static_cast<size_t>(g) * static_cast<size_t>(p.L);
-          const float m = mx[static_cast<size_t>(g)];
-          float sum = 0.0f;
-          for (int64_t j = 0; j < n; ++j) sum += (sg[j] = std::exp(sg[j] - m));
-          const float w = inv_h / sum;
-          if (simd) {
-            accumulate_avx2(row, sg, n, w);
-          } else {
-            for (int64_t j = 0; j < n; ++j) row[j] += w * sg[j];
+        // Softmax of each head in ascending head order, added to its row.
+        for (int64_t r = 0; r < R; ++r) {
+          float* row = p.P + (tb + r) * ld;
+          for (int g = 0; g < group; ++g) {
+            const size_t i = static_cast<size_t>(r * group + g);
+            float* sg = s.data() + i * static_cast<size_t>(p.L);
+            const float m = mx[i];
+            float sum = 0.0f;
+            for (int64_t j = 0; j < n[r]; ++j) sum += (sg[j] = std::exp(sg[j] - m));
+            const float w = inv_h / sum;
+            if (simd) {
+              accumulate_avx2(row, sg, n[r], w);
+            } else {
+              for (int64_t j = 0; j < n[r]; ++j) row[j] += w * sg[j];
+            }
           }
         }
       }
