@@ -196,6 +196,34 @@ TEST(QuantMatmul, MatchesReferencesSimdAndScalar) {
   }
 }
 
+// The AVX-512 VNNI Q4_1 kernel promises the AVX2 kernel's outputs bit for bit (distillation and
+// every recorded perplexity rest on it); on a machine without VNNI both runs take AVX2 and the
+// test still checks the switch itself.
+TEST(QuantMatmul, Avx512VnniEqualsAvx2Bitwise) {
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  // M and N around the 4 x 4 and 4 x 2 tiles and their remainders; M = 1 is the decode path.
+  for (int64_t M : {1, 3, 4, 7, 64}) {
+    for (int64_t N : {1, 2, 3, 4, 6, 11}) {
+      const Case c{GgmlType::kQ4_1, ref::kRefQ4_1, M, N, 160};
+      SCOPED_TRACE(label(c));
+      const auto w = random_weights(rng, c.ref_type, c.N, c.K);
+      const auto x = random_x(rng, c.M * c.K);
+      set_avx512_enabled(false);
+      const auto y_avx2 = run(c, w, x);
+      set_avx512_enabled(true);
+      const auto y_vnni = run(c, w, x);
+      // (The AVX2 outputs themselves are checked against float64 references above.)
+      EXPECT_EQ(std::memcmp(y_avx2.data(), y_vnni.data(), y_avx2.size() * 4), 0);
+    }
+  }
+  set_avx512_enabled(false);
+  EXPECT_FALSE(use_avx512_vnni());
+  set_avx512_enabled(true);
+  EXPECT_EQ(use_avx512_vnni(), use_avx2() && cpu_features().avx512_vnni);
+}
+
 // Odd K for the float types (K % 8 != 0 exercises the tail), and F32 with K = 1.
 TEST(QuantMatmul, FloatTypesAnyK) {
   const unsigned seed = std::random_device{}();

@@ -10,8 +10,8 @@ namespace {
 CommandRegistrar reg("version", "print the version and what this machine offers", [](CLI::App&) {
   return [] {
     const auto& f = cpu_features();
-    fmt::print("indexshare 0.1.0\nthreads {}  avx2 {}  fma {}  f16c {}  simd-in-use {}\n", num_threads(),
-               f.avx2, f.fma, f.f16c, use_avx2());
+    fmt::print("indexshare 0.1.0\nthreads {}  avx2 {}  fma {}  f16c {}  avx512-vnni {}  simd-in-use {}{}\n",
+               num_threads(), f.avx2, f.fma, f.f16c, f.avx512_vnni, use_avx2(), use_avx512_vnni() ? " (avx512-vnni)" : "");
 #ifdef INDEXSHARE_HAVE_CUDA
     fmt::print("cuda kernels: built\n");
 #else

@@ -106,6 +106,7 @@ float dot_float_scalar(const Ctx& c, int64_t m, int64_t n) {
 
 template <float (*Dot)(const Ctx&, int64_t, int64_t)>
 struct Scalar {
+  static constexpr int kNr = 2;
   template <int MR, int NR>
   static void tile(const Ctx& c, int64_t m, int64_t n) {
     for (int i = 0; i < MR; ++i) {
@@ -163,6 +164,7 @@ IS_AVX2 inline __m256 lanes_s(const float* const* sa, int64_t b) {
 }
 
 struct Q41Avx2 {
+  static constexpr int kNr = 2;
   template <int MR, int NR>
   IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
     const BlockQ4_1* w[NR];
@@ -203,6 +205,7 @@ struct Q41Avx2 {
 };
 
 struct Q80Avx2 {
+  static constexpr int kNr = 2;
   template <int MR, int NR>
   IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
     const BlockQ8_0* w[NR];
@@ -249,6 +252,7 @@ IS_AVX2 inline __m256 load8(const uint8_t* row, int64_t k) {
 
 template <GgmlType T>
 struct FloatAvx2 {
+  static constexpr int kNr = 2;
   template <int MR, int NR>
   IS_AVX2 static void tile(const Ctx& c, int64_t m, int64_t n) {
     const uint8_t* w[NR];
@@ -278,6 +282,98 @@ struct FloatAvx2 {
   }
 };
 
+// ---- AVX-512 VNNI kernel for Q4_1: the same outputs, bit for bit --------------------------
+//
+// Every output keeps Q41Avx2's arithmetic: lane j of its 8-lane accumulator takes, block by
+// block, fma(d_w * d_a, Σ_{4 bytes of lane j} q_w q_a, acc) with the integer sum exact either
+// way (vpdpbusd instead of maddubs + madd: no saturation, |u| <= 15, |s| <= 127), the m_w s_a
+// terms are fused into their own running lane, and the end is the same horizontal sum. What
+// changes is the work around it: 32 vector registers hold a 4 x 4 tile (16 accumulators), the
+// weight nibbles are split with one variable shift, and the 16 m_w s_a lanes share one zmm.
+
+#define IS_VNNI __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")))
+
+// Lane i * NR + r of the 16: m_w of weight row r.
+template <int MR, int NR>
+IS_VNNI inline __m512 lanes_m16(const BlockQ4_1* const* w, int64_t b) {
+  static_assert(MR * NR <= 16 && (NR == 1 || NR == 2 || NR == 4));
+  if constexpr (NR == 1) {
+    return _mm512_set1_ps(_cvtsh_ss(w[0][b].m));
+  } else if constexpr (NR == 2) {
+    return _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(w[0][b].m | (uint32_t{w[1][b].m} << 16))));
+  } else {
+    const uint64_t m4 = w[0][b].m | (uint64_t{w[1][b].m} << 16) | (uint64_t{w[2][b].m} << 32) |
+                        (uint64_t{w[3][b].m} << 48);
+    return _mm512_cvtph_ps(_mm256_set1_epi64x(static_cast<long long>(m4)));
+  }
+}
+
+// Lane i * NR + r of the 16: s_a of activation row i (lanes past MR * NR: row 0, unused).
+template <int MR, int NR>
+IS_VNNI inline __m512 lanes_s16(const float* const* sa, int64_t b) {
+  if constexpr (MR == 1) {
+    return _mm512_set1_ps(sa[0][b]);
+  } else {
+    static_assert(MR <= 4);
+    alignas(16) float v[4] = {};
+    for (int i = 0; i < MR; ++i) v[i] = sa[i][b];
+    alignas(64) static constexpr int32_t idx[16] = {
+        0 / NR % MR, 1 / NR % MR, 2 / NR % MR, 3 / NR % MR, 4 / NR % MR, 5 / NR % MR, 6 / NR % MR, 7 / NR % MR,
+        8 / NR % MR, 9 / NR % MR, 10 / NR % MR, 11 / NR % MR, 12 / NR % MR, 13 / NR % MR, 14 / NR % MR, 15 / NR % MR};
+    return _mm512_permutexvar_ps(_mm512_load_si512(idx), _mm512_castps128_ps512(_mm_load_ps(v)));
+  }
+}
+
+struct Q41Vnni {
+  static constexpr int kNr = 4;
+  template <int MR, int NR>
+  IS_VNNI static void tile(const Ctx& c, int64_t m, int64_t n) {
+    const BlockQ4_1* w[NR];
+    for (int r = 0; r < NR; ++r) w[r] = wrow<BlockQ4_1>(c, n + r);
+    const float* sa[MR];
+    const float* da[MR];
+    const BlockQ8_1* a[MR];
+    for (int i = 0; i < MR; ++i) {
+      sa[i] = c.as + (m + i) * c.ls;
+      da[i] = c.ad + (m + i) * c.ls;
+      a[i] = c.a1 + (m + i) * c.nb;
+    }
+    __m256 acc[MR][NR];
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_ps();
+    }
+    __m512 summ = _mm512_setzero_ps();
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const __m256i shift = _mm256_set_epi64x(4, 4, 0, 0);  // high 128 bits: the high nibbles
+    for (int64_t b = 0; b < c.nb; ++b) {
+      __m256i wq[NR];
+      __m256 dw[NR];
+      for (int r = 0; r < NR; ++r) {
+        const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r][b].qs)));
+        // Element order: low nibbles are elements 0..15, high nibbles 16..31.
+        wq[r] = _mm256_and_si256(_mm256_srlv_epi64(raw, shift), low);
+        dw[r] = _mm256_set1_ps(_cvtsh_ss(w[r][b].d));
+      }
+      summ = _mm512_fmadd_ps(lanes_m16<MR, NR>(w, b), lanes_s16<MR, NR>(sa, b), summ);
+      for (int i = 0; i < MR; ++i) {
+        const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i][b].qs));
+        const __m256 dai = _mm256_set1_ps(da[i][b]);
+        for (int r = 0; r < NR; ++r) {
+          const __m256 p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wq[r], aq));
+          acc[i][r] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dai), p, acc[i][r]);
+        }
+      }
+    }
+    alignas(64) float sm[16];
+    _mm512_store_ps(sm, summ);
+    for (int i = 0; i < MR; ++i) {
+      for (int r = 0; r < NR; ++r) put(c, m + i, n + r, hsum(acc[i][r]) + sm[i * NR + r]);
+    }
+  }
+};
+
+#undef IS_VNNI
+
 #undef IS_AVX2
 
 // ---- driver --------------------------------------------------------------------------------
@@ -303,10 +399,17 @@ void run_block(const Ctx& c, int64_t mb, int64_t me, int64_t n0, int64_t n1) {
   for (int64_t m0 = mb; m0 < me; m0 += kMBlock) {
     const int64_t m1 = std::min(me, m0 + kMBlock);
     int64_t n = n0;
-    for (; n + 2 <= n1; n += 2) {
+    for (; n + Kern::kNr <= n1; n += Kern::kNr) {
       int64_t m = m0;
-      for (; m + kMr <= m1; m += kMr) Kern::template tile<kMr, 2>(c, m, n);
-      for (; m < m1; ++m) Kern::template tile<1, 2>(c, m, n);
+      for (; m + kMr <= m1; m += kMr) Kern::template tile<kMr, Kern::kNr>(c, m, n);
+      for (; m < m1; ++m) Kern::template tile<1, Kern::kNr>(c, m, n);
+    }
+    if constexpr (Kern::kNr > 2) {
+      for (; n + 2 <= n1; n += 2) {
+        int64_t m = m0;
+        for (; m + kMr <= m1; m += kMr) Kern::template tile<kMr, 2>(c, m, n);
+        for (; m < m1; ++m) Kern::template tile<1, 2>(c, m, n);
+      }
     }
     for (; n < n1; ++n) {
       int64_t m = m0;
@@ -342,6 +445,7 @@ void dispatch(GgmlType type, F&& f) {
       return simd ? f.template operator()<FloatAvx2<GgmlType::kBF16>>()
                   : f.template operator()<Scalar<dot_float_scalar<GgmlType::kBF16>>>();
     case GgmlType::kQ4_1:
+      if (use_avx512_vnni()) return f.template operator()<Q41Vnni>();
       return simd ? f.template operator()<Q41Avx2>() : f.template operator()<Scalar<dot_q4_1_scalar>>();
     default:
       return simd ? f.template operator()<Q80Avx2>() : f.template operator()<Scalar<dot_q8_0_scalar>>();
