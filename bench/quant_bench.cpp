@@ -13,6 +13,7 @@
 #include "core/dtype.h"
 #include "core/ggml_type.h"
 #include "core/thread_pool.h"
+#include "core/cpu_features.h"
 #include "ops/quant.h"
 #include "ops/quant_matmul.h"
 
@@ -44,10 +45,17 @@ AlignedBuffer<uint8_t> make_weights(GgmlType type, int64_t N, int64_t K) {
   return w;
 }
 
-// Args: type id, N, K, M, threads.
+// Args: type id, N, K, M, threads, avx512 (1: the AVX-512 VNNI kernel where the type has one
+// and the CPU offers it; 0: AVX2).
 void BM_QuantMatmul(benchmark::State& state) {
   const auto type = static_cast<GgmlType>(state.range(0));
   const int64_t N = state.range(1), K = state.range(2), M = state.range(3);
+  set_avx512_enabled(state.range(5) != 0);
+  if (state.range(5) != 0 && !use_avx512_vnni()) {
+    state.SkipWithError("this CPU has no AVX-512 VNNI");
+    set_avx512_enabled(true);
+    return;
+  }
   const int saved = num_threads();
   set_num_threads(static_cast<int>(state.range(4)));
   const auto w = make_weights(type, N, K);
@@ -67,6 +75,7 @@ void BM_QuantMatmul(benchmark::State& state) {
   state.counters["FLOP/s"] = benchmark::Counter(2.0 * M * N * K * iters, benchmark::Counter::kIsRate);
   state.SetLabel(std::string(ggml_type_name(type)));
   set_num_threads(saved);
+  set_avx512_enabled(true);
 }
 
 constexpr int64_t kQ41 = static_cast<int64_t>(GgmlType::kQ4_1);
@@ -74,14 +83,16 @@ constexpr int64_t kQ80 = static_cast<int64_t>(GgmlType::kQ8_0);
 constexpr int64_t kF32 = static_cast<int64_t>(GgmlType::kF32);
 
 void shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"type", "N", "K", "M", "thr"});
+  b->ArgNames({"type", "N", "K", "M", "thr", "avx512"});
   for (int64_t thr : {1, 2}) {
     for (int64_t M : {1, 64}) {
-      b->Args({kQ41, 576, 576, M, thr});    // attn_q / attn_output
-      b->Args({kQ41, 1536, 576, M, thr});   // ffn_gate / ffn_up
-      b->Args({kQ41, 576, 1536, M, thr});   // ffn_down
-      b->Args({kQ80, 49152, 576, M, thr});  // token_embd as the tied output projection
-      b->Args({kF32, 576, 576, M, thr});    // f32 reference point
+      for (int64_t v : {0, 1}) {  // Q4_1: the AVX2 kernel, then the VNNI one, in the same run
+        b->Args({kQ41, 576, 576, M, thr, v});    // attn_q / attn_output
+        b->Args({kQ41, 1536, 576, M, thr, v});   // ffn_gate / ffn_up
+        b->Args({kQ41, 576, 1536, M, thr, v});   // ffn_down
+      }
+      b->Args({kQ80, 49152, 576, M, thr, 0});  // token_embd as the tied output projection
+      b->Args({kF32, 576, 576, M, thr, 0});    // f32 reference point
     }
   }
 }

@@ -2,7 +2,9 @@
 // context fits in k and differs beyond, decode equals prefill, bad configurations are refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <random>
 #include <vector>
 
@@ -145,6 +147,43 @@ TEST(LlamaDsa, OracleRecallIsAnUpperBoundAndMeasuresAreSane) {
       EXPECT_LE(sl.overlap_sum, 48.0);
     }
   }
+}
+
+// The S-layer overlap statistic against sets recorded independently: with pattern FSFS, layer 1
+// reuses layer 0's sets, and what layer 1's own indexer would pick is what it picks when it is F
+// (pattern FFFF: layer 1 sees the same input, since layer 0 runs the same way in both). Measured
+// on every third row, as eval measures every 16th.
+TEST(LlamaDsa, OverlapEqualsTheSetsRecordedWithTheLayerF) {
+  auto tiny = testing_util::make_tiny_llama(15);
+  const auto& m = *tiny.model;
+  const IndexerSet ix = random_indexers(m.config(), 16);
+  const auto ids = tokens(45, m.config().vocab, 17);
+  const int64_t stride = 3;
+  DsaOptions o{.topk = 7, .schedule = share::Schedule::from_pattern("FSFS"), .indexers = &ix, .own_indexers = &ix,
+               .measure = true, .measure_stride = stride, .capacity = 64};
+  LlamaDsaBackend shared(m.config(), o);
+  run(m, ids, &shared, 64);
+  o.schedule = share::Schedule::all_full(4);
+  o.measure = false;
+  o.record_stride = 1;
+  LlamaDsaBackend full(m.config(), o);
+  run(m, ids, &full, 64);
+  const auto& reused = full.recorded()[0];  // layer 0 is F in both runs: the set layer 1 reuses
+  const auto& own = full.recorded()[1];
+  ASSERT_EQ(static_cast<int64_t>(own.size()), 45);
+  double want = 0.0;
+  int64_t rows = 0;
+  for (size_t t = 0; t < own.size(); t += stride) {
+    std::vector<int32_t> both;
+    std::set_intersection(reused[t].begin(), reused[t].end(), own[t].begin(), own[t].end(), std::back_inserter(both));
+    want += static_cast<double>(both.size()) / static_cast<double>(own[t].size());
+    ++rows;
+  }
+  const auto& st = shared.layer_stats()[1];
+  EXPECT_EQ(st.overlap_rows, rows);
+  EXPECT_EQ(st.rows, rows);
+  EXPECT_NEAR(st.overlap_sum, want, 1e-12);
+  EXPECT_LT(want, static_cast<double>(rows)) << "random indexers of two layers should disagree somewhere";
 }
 
 TEST(LlamaDsa, RefusesBadConfigurations) {
