@@ -121,6 +121,12 @@ TEST(AttentionProbs, BitwiseEqualToThePlainLoopOnEveryPath) {
 
 TEST(AttentionProbs, RejectsBadStridesAndPositions) {
   std::vector<float> q(2 * 4 * 8, 0.5f), k(3 * 2 * 8, 0.25f), P(2 * 3);
+  // No keys: nothing to write, and no key pointer needed.
+  EXPECT_NO_THROW(attention_probs({.q = q.data(), .k = nullptr, .T = 2, .L = 0, .H = 4, .H_kv = 2, .D = 8,
+                                   .P = P.data()}));
+  EXPECT_THROW(attention_probs({.q = q.data(), .k = nullptr, .T = 2, .L = 3, .H = 4, .H_kv = 2, .D = 8,
+                                .P = P.data()}),
+               Error);
   const int64_t bad[2] = {0, -1};
   EXPECT_THROW(attention_probs({.q = q.data(), .k = k.data(), .T = 2, .L = 3, .H = 4, .H_kv = 2, .D = 8,
                                 .P = P.data(), .pos = bad}),

@@ -110,11 +110,12 @@ void attention_probs(const AttentionProbsParams& p) {
   const int64_t ldq = p.ldq > 0 ? p.ldq : int64_t{p.H} * p.D;
   IS_CHECK(ldq >= int64_t{p.H} * p.D, "attention_probs: ldq ", ldq, " < H * D ", int64_t{p.H} * p.D);
   if (p.T == 0) return;
-  IS_CHECK(p.q && p.P && (p.L == 0 || p.k), "attention_probs: null q, k or P");
   if (p.pos) {
     for (int64_t t = 0; t < p.T; ++t)
       IS_CHECK(p.pos[t] >= 0, "attention_probs: row ", t, " has negative position ", p.pos[t]);
   }
+  if (p.L == 0) return;  // no columns to write
+  IS_CHECK(p.q && p.P && p.k, "attention_probs: null q, k or P");
   const int group = p.H / p.H_kv;
   const int64_t ldk = int64_t{p.H_kv} * p.D;
   const float inv_h = 1.0f / static_cast<float>(p.H);
