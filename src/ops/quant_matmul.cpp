@@ -136,18 +136,20 @@ IS_AVX2 inline __m256 dot_u8s8(__m256i u, __m256i s) {
 // multiply-add each, after the d_w d_a Σ q_w q_a vector terms, exactly as ggml's
 // ggml_vec_dot_q4_1_q8_1 orders them, so each output is bitwise what llama.cpp computes. The
 // MR x NR running sums of a tile live in the lanes of one vector (lane i * NR + r).
+// The fp16 m_w of weight rows 0 .. NR - 1 at block b, repeated to fill 64 bits (lane r of
+// every group of NR lanes once converted).
+template <int NR>
+inline uint64_t packed_m(const BlockQ4_1* const* w, int64_t b) {
+  static_assert(NR == 1 || NR == 2 || NR == 4);
+  uint64_t m = 0;
+  for (int i = 0; i < 4; ++i) m |= uint64_t{w[i % NR][b].m} << (16 * i);
+  return m;
+}
+
 template <int MR, int NR>
 IS_AVX2 inline __m256 lanes_m(const BlockQ4_1* const* w, int64_t b) {
-  static_assert(MR * NR <= 8 && (NR == 1 || NR == 2 || NR == 4));
-  if constexpr (NR == 1) {
-    return _mm256_set1_ps(_cvtsh_ss(w[0][b].m));
-  } else if constexpr (NR == 2) {
-    return _mm256_cvtph_ps(_mm_set1_epi32(static_cast<int>(w[0][b].m | (uint32_t{w[1][b].m} << 16))));
-  } else {
-    const uint64_t m4 = w[0][b].m | (uint64_t{w[1][b].m} << 16) | (uint64_t{w[2][b].m} << 32) |
-                        (uint64_t{w[3][b].m} << 48);
-    return _mm256_cvtph_ps(_mm_set1_epi64x(static_cast<long long>(m4)));
-  }
+  static_assert(MR * NR <= 8);
+  return _mm256_cvtph_ps(_mm_set1_epi64x(static_cast<long long>(packed_m<NR>(w, b))));
 }
 
 template <int MR, int NR>
@@ -296,16 +298,8 @@ struct FloatAvx2 {
 // Lane i * NR + r of the 16: m_w of weight row r.
 template <int MR, int NR>
 IS_VNNI inline __m512 lanes_m16(const BlockQ4_1* const* w, int64_t b) {
-  static_assert(MR * NR <= 16 && (NR == 1 || NR == 2 || NR == 4));
-  if constexpr (NR == 1) {
-    return _mm512_set1_ps(_cvtsh_ss(w[0][b].m));
-  } else if constexpr (NR == 2) {
-    return _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(w[0][b].m | (uint32_t{w[1][b].m} << 16))));
-  } else {
-    const uint64_t m4 = w[0][b].m | (uint64_t{w[1][b].m} << 16) | (uint64_t{w[2][b].m} << 32) |
-                        (uint64_t{w[3][b].m} << 48);
-    return _mm512_cvtph_ps(_mm256_set1_epi64x(static_cast<long long>(m4)));
-  }
+  static_assert(MR * NR <= 16);
+  return _mm512_cvtph_ps(_mm256_set1_epi64x(static_cast<long long>(packed_m<NR>(w, b))));
 }
 
 // Lane i * NR + r of the 16: s_a of activation row i (lanes past MR * NR: row 0, unused).
