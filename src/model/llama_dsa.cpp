@@ -18,6 +18,25 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Top-k of T rows (positions q_start ..) of a learned indexer's scores: q [T, H, D], w [T, H],
+// kcache [L, D] with the keys up to the last row's position filled.
+void learned_topk(const LearnedIndexerConfig& c, const float* q, const float* w, const float* kcache, int64_t T,
+                  int64_t L, int64_t q_start, int k, int32_t* out) {
+  ops::IndexerParams p;
+  p.q = q;
+  p.k = kcache;
+  p.weights = w;
+  p.scale = c.score_scale();
+  p.T = T;
+  p.L = L;
+  p.H = c.heads;
+  p.D = c.head_dim;
+  p.q_start = q_start;
+  ops::IndexerTopkOptions o;
+  o.k = k;
+  ops::indexer_topk(p, o, out, nullptr);
+}
+
 }  // namespace
 
 LlamaDsaBackend::LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt) : mc_(model), opt_(std::move(opt)) {
@@ -68,19 +87,7 @@ void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedI
   IS_CHECK(a.L <= opt_.capacity, "DSA: context ", a.L, " exceeds the indexer-K cache capacity ", opt_.capacity);
   std::vector<float> q(static_cast<size_t>(a.T) * c.heads * c.head_dim), hw(static_cast<size_t>(a.T) * c.heads);
   learned_indexer_project(w, a.x_norm, a.T, a.pos0, q.data(), kcache.data() + a.pos0 * c.head_dim, hw.data());
-  ops::IndexerParams p;
-  p.q = q.data();
-  p.k = kcache.data();
-  p.weights = hw.data();
-  p.scale = c.score_scale();
-  p.T = a.T;
-  p.L = a.L;
-  p.H = c.heads;
-  p.D = c.head_dim;
-  p.q_start = a.pos0;
-  ops::IndexerTopkOptions o;
-  o.k = opt_.topk;
-  ops::indexer_topk(p, o, out, nullptr);
+  learned_topk(c, q.data(), hw.data(), kcache.data(), a.T, a.L, a.pos0, opt_.topk, out);
   double keys = 0.0;
   for (int64_t t = 0; t < a.T; ++t) keys += static_cast<double>(std::min(a.L, a.pos0 + t + 1));
   counters_.indexer_flops += 2.0 * static_cast<double>(a.T) * c.d_model * (c.heads * c.head_dim + c.head_dim + c.heads) +
@@ -131,19 +138,7 @@ void LlamaDsaBackend::measure(const AttentionCall& a) {
     for (int64_t i = 0; i < M; ++i) {
       const int64_t t = t0 + i * stride;
       learned_indexer_project(w, a.x_norm + t * c.d_model, 1, a.pos0 + t, q.data(), nullptr, hw.data());
-      ops::IndexerParams p;
-      p.q = q.data();
-      p.k = kc.data();
-      p.weights = hw.data();
-      p.scale = c.score_scale();
-      p.T = 1;
-      p.L = a.L;
-      p.H = c.heads;
-      p.D = c.head_dim;
-      p.q_start = a.pos0 + t;
-      ops::IndexerTopkOptions o;
-      o.k = opt_.topk;
-      ops::indexer_topk(p, o, own_.data() + i * k, nullptr);
+      learned_topk(c, q.data(), hw.data(), kc.data(), 1, a.L, a.pos0 + t, opt_.topk, own_.data() + i * k);
     }
   }
   // Recall: the measured rows' true attention in one call (threads split the rows).

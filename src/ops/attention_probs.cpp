@@ -21,9 +21,9 @@
 namespace indexshare::ops {
 namespace {
 
-// s[j] = scale * dot(q, k_j) for j < n (key j at k + j * ldk); returns the maximum.
-float scores_plain(const float* q, const float* k, int64_t ldk, int D, int64_t n, float scale, float* s) {
-  float mx = -INFINITY;
+// s[j] = scale * dot(q, k_j) for j < n (key j at k + j * ldk); returns max(mx, max_j s[j]).
+float scores_plain(const float* q, const float* k, int64_t ldk, int D, int64_t n, float scale, float* s,
+                   float mx) {
   for (int64_t j = 0; j < n; ++j) {
     s[j] = scale * dot(q, k + j * ldk, D);
     mx = std::max(mx, s[j]);
@@ -75,11 +75,7 @@ IS_AVX2 float scores_avx2(const float* q, const float* k, int64_t ldk, int D, in
   alignas(16) float m[4];
   _mm_store_ps(m, m4);
   mx = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
-  for (; j < n; ++j) {
-    s[j] = scale * dot(q, k + j * ldk, D);
-    mx = std::max(mx, s[j]);
-  }
-  return mx;
+  return scores_plain(q, k + j * ldk, ldk, D, n - j, scale, s + j, mx);  // the last n % 4 keys
 }
 
 // row[j] += w * s[j], a multiply then an add per element (no fusion: see the top of the file).
@@ -93,9 +89,9 @@ IS_AVX2 void accumulate_avx2(float* row, const float* s, int64_t n, float w) {
 
 #undef IS_AVX2
 
-// Blocking of the AVX2 path: kRowBlock rows x a KV group's heads score one block of kKeyBlock
-// keys while it sits in L1 (64 keys of D = 64 floats = 16 KiB), instead of every (row, head)
-// streaming all keys from L3.
+// Blocking: kRowBlock rows x a KV group's heads score one block of kKeyBlock keys while it sits
+// in L1 (64 keys of D = 64 floats = 16 KiB), instead of every (row, head) streaming all keys
+// from L3.
 constexpr int64_t kKeyBlock = 64;
 constexpr int64_t kRowBlock = 4;
 
@@ -137,16 +133,15 @@ void attention_probs(const AttentionProbsParams& p) {
         const float* kh = p.k + int64_t{kv} * p.D;
         std::fill(mx.begin(), mx.end(), -INFINITY);
         // Every (row, head) of the block scores one block of keys while it is in L1.
-        for (int64_t j0 = 0; j0 < nmax; j0 += simd ? kKeyBlock : nmax) {
+        for (int64_t j0 = 0; j0 < nmax; j0 += kKeyBlock) {
           for (int64_t r = 0; r < R; ++r) {
-            const int64_t nb = simd ? std::min(kKeyBlock, n[r] - j0) : n[r];
+            const int64_t nb = std::min(kKeyBlock, n[r] - j0);
             if (nb <= 0) continue;
             for (int g = 0; g < group; ++g) {
               const float* qh = p.q + (tb + r) * ldq + int64_t{kv * group + g} * p.D;
               const size_t i = static_cast<size_t>(r * group + g);
               float* sg = s.data() + i * static_cast<size_t>(p.L) + j0;
-              mx[i] = simd ? scores_avx2(qh, kh + j0 * ldk, ldk, p.D, nb, p.scale, sg, mx[i])
-                           : scores_plain(qh, kh, ldk, p.D, nb, p.scale, sg);
+              mx[i] = (simd ? scores_avx2 : scores_plain)(qh, kh + j0 * ldk, ldk, p.D, nb, p.scale, sg, mx[i]);
             }
           }
         }
