@@ -31,7 +31,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/glm_dsa.h"
-#include "model/glm_dsa_moe.h"
+#include "ops/moe_route.h"
 
 namespace indexshare {
 namespace {
@@ -148,7 +148,7 @@ class GoldenTest : public ::testing::TestWithParam<Fixture> {};
 TEST_P(GoldenTest, MatchesTransformers) {
   const Fixture fx = GetParam();
   std::vector<std::string> warnings;
-  const GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights(), &warnings);
+  GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights(), &warnings);
   const auto& c = m.config();
   const Ref ref = load_ref(fx, c.num_layers);
   ASSERT_EQ(ref.K, c.index_topk);
@@ -163,7 +163,7 @@ TEST_P(GoldenTest, MatchesTransformers) {
   for (float s : ref.scaling) EXPECT_NEAR(c.attn_scale, s, 1e-7f * s);
   // S layers' indexer tensors (present in the shared weight file) are reported, not loaded.
   for (int l = 0; l < c.num_layers; ++l) {
-    EXPECT_EQ(m.weights().layers[static_cast<size_t>(l)].has_indexer, c.schedule.is_full(l));
+    EXPECT_EQ(m.stack().cache(l) != nullptr, c.schedule.is_full(l));
     if (c.schedule.is_full(l)) continue;
     const std::string needle = "layer " + std::to_string(l) + " is shared (S)";
     EXPECT_TRUE(std::any_of(warnings.begin(), warnings.end(),
@@ -243,7 +243,7 @@ TEST(GlmDsa, SparseSelectionChangesTheResult) {
   c.index_topk = static_cast<int>(ref.T);
   const io::SafetensorsWeightSource src(io::SafetensorsModel::open(fx.weights()));
   model::GlmDsaWeights w = model::load_glm_dsa_weights(c, src, nullptr);
-  const GlmDsaModel dense(c, std::move(w));
+  GlmDsaModel dense(c, std::move(w));
   auto cache = dense.new_cache();
   const auto logits = dense.forward(cache, ref.ids);
   EXPECT_GT(max_abs_diff(logits, ref.logits), 0.5f);
@@ -259,7 +259,7 @@ TEST(GlmDsa, IndexerPairingIsLoadBearing) {
     hf.indexer_rope_interleave = !hf.indexer_rope_interleave;
     model::GlmDsaConfig c = io::glm_dsa_config_from_hf(hf);
     const io::SafetensorsWeightSource src(io::SafetensorsModel::open(fx.weights()));
-    const GlmDsaModel m(c, model::load_glm_dsa_weights(c, src, nullptr));
+    GlmDsaModel m(c, model::load_glm_dsa_weights(c, src, nullptr));
     const Ref ref = load_ref(fx, c.num_layers);
     auto cache = m.new_cache();
     ForwardOptions opt;
@@ -276,18 +276,19 @@ TEST(GlmDsa, IndexerPairingIsLoadBearing) {
 TEST(GlmDsa, DecodeAndChunkedPrefillEqualPrefill) {
   for (const Fixture& fx : {kAll[3], kAll[4]}) {
     SCOPED_TRACE(fx.arch + "/" + fx.name);
-    const GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
+    GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
     const auto& c = m.config();
     const Ref ref = load_ref(fx, c.num_layers);
     const int64_t T = ref.T, V = c.vocab_size;
     auto full_cache = m.new_cache();
     const auto prefill = m.forward(full_cache, ref.ids);
     // F layers hold an indexer-K cache, S layers none; every layer holds its latents.
-    for (int l = 0; l < c.num_layers; ++l) {
-      const auto& lc = full_cache.layers[static_cast<size_t>(l)];
-      EXPECT_EQ(static_cast<int64_t>(lc.latent.size()), T * c.latent_dim());
-      EXPECT_EQ(static_cast<int64_t>(lc.index_k.size()), c.schedule.is_full(l) ? T * c.index_head_dim : 0);
-    }
+    const int64_t slots = m.options().max_tokens;  // 4096: a whole number of pages
+    for (int l = 0; l < c.num_layers; ++l)
+      EXPECT_EQ(m.stack().indexer_cache_bytes(l),
+                c.schedule.is_full(l) ? static_cast<size_t>(slots * c.index_head_dim) * sizeof(float) : 0u);
+    EXPECT_EQ(m.latent_cache_bytes(), static_cast<size_t>(c.num_layers * slots * c.latent_dim()) * sizeof(float));
+    EXPECT_EQ(full_cache.pages.size(), static_cast<size_t>((T + 63) / 64));
     // Token by token.
     auto cache = m.new_cache();
     std::vector<float> decoded;
@@ -310,7 +311,7 @@ TEST(GlmDsa, DecodeAndChunkedPrefillEqualPrefill) {
 TEST(GlmDsa, ThreadCountAndScalarPath) {
   // Bitwise identical for 1 and 2 threads; the scalar (no AVX2) kernels stay within tolerance.
   const Fixture fx = kAll[2];
-  const GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
+  GlmDsaModel m = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
   const Ref ref = load_ref(fx, m.config().num_layers);
   const int saved = num_threads();
   auto run = [&] {
@@ -339,9 +340,9 @@ TEST(GlmDsa, StrippedSLayerIndexersLoadCleanlyAndGiveTheSameLogits) {
     return true;
   });
   std::vector<std::string> warnings;
-  const GlmDsaModel stripped = io::load_glm_dsa(fx.dir() + "/config.json", dir.path.string(), &warnings);
+  GlmDsaModel stripped = io::load_glm_dsa(fx.dir() + "/config.json", dir.path.string(), &warnings);
   for (const auto& w : warnings) EXPECT_EQ(w.find("is shared (S)"), std::string::npos) << w;
-  const GlmDsaModel orig = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
+  GlmDsaModel orig = io::load_glm_dsa(fx.dir() + "/config.json", fx.weights());
   const Ref ref = load_ref(fx, orig.config().num_layers);
   auto c1 = stripped.new_cache();
   auto c2 = orig.new_cache();
@@ -406,7 +407,7 @@ TEST(GlmDsa, Glm52ScheduleResolvesAndLoaderSkipsSLayerIndexers) {
     return n.rfind("model.layers.7.", 0) == 0 || n.rfind("model.layers.77.", 0) == 0;
   });
   std::vector<std::string> warnings;
-  const GlmDsaModel m = io::load_glm_dsa_dir(dir.path.string(), &warnings);
+  GlmDsaModel m = io::load_glm_dsa_dir(dir.path.string(), &warnings);
   int s_warnings = 0;
   for (const auto& w : warnings)
     if (w.find("is shared (S)") != std::string::npos) {
@@ -414,7 +415,11 @@ TEST(GlmDsa, Glm52ScheduleResolvesAndLoaderSkipsSLayerIndexers) {
       EXPECT_TRUE(w.find("layer 7 ") != std::string::npos || w.find("layer 77 ") != std::string::npos) << w;
     }
   EXPECT_EQ(s_warnings, 2);
-  for (int l = 0; l < 78; ++l) EXPECT_EQ(m.weights().layers[static_cast<size_t>(l)].has_indexer, c.schedule.is_full(l));
+  {
+    const io::SafetensorsWeightSource src(io::SafetensorsModel::open(dir.file("model.safetensors")));
+    const model::GlmDsaWeights w = model::load_glm_dsa_weights(c, src, nullptr);
+    for (int l = 0; l < 78; ++l) EXPECT_EQ(w.layers[static_cast<size_t>(l)].has_indexer, c.schedule.is_full(l));
+  }
   auto cache = m.new_cache();
   ForwardTrace tr;
   const std::vector<int32_t> toks = {1, 5, 3, 9, 2, 7};
@@ -423,8 +428,9 @@ TEST(GlmDsa, Glm52ScheduleResolvesAndLoaderSkipsSLayerIndexers) {
   EXPECT_EQ(tr.shared_layers, 57);
   for (float x : logits) EXPECT_TRUE(std::isfinite(x));
   size_t with_k = 0;
-  for (const auto& lc : cache.layers) with_k += !lc.index_k.empty();
+  for (int l = 0; l < 78; ++l) with_k += m.stack().indexer_cache_bytes(l) > 0;
   EXPECT_EQ(with_k, 21u);
+  EXPECT_EQ(m.indexer_cache_bytes(), 21 * m.stack().indexer_cache_bytes(0));
 }
 
 template <class F>
@@ -482,7 +488,7 @@ TEST(GlmDsa, BadInputsNameTheCulprit) {
   // Token ids outside the vocabulary.
   write_file(cfg, text);
   write_synthetic(c, w, [](std::string&, auto&) { return true; });
-  const GlmDsaModel m = io::load_glm_dsa(cfg, w);
+  GlmDsaModel m = io::load_glm_dsa(cfg, w);
   auto cache = m.new_cache();
   const std::vector<int32_t> bad = {1, 16};
   expect_error([&] { m.forward(cache, bad); }, {"token id 16", "position 1"});
@@ -492,18 +498,18 @@ TEST(GlmDsa, BadInputsNameTheCulprit) {
 TEST(GlmDsa, RouterPicksGroupsThenExperts) {
   // 8 experts in 4 groups of 2, keep 2 groups, pick 2 experts; the bias steers the choice but
   // the weights come from the unbiased sigmoid.
-  model::GlmDsaConfig c;
-  c.n_routed_experts = 8;
+  ops::MoeRouteParams c;
+  c.experts = 8;
   c.n_group = 4;
   c.topk_group = 2;
-  c.num_experts_per_tok = 2;
+  c.top_k = 2;
   c.norm_topk_prob = true;
-  c.routed_scaling_factor = 2.5f;
+  c.routed_scaling = 2.5f;
   const float logits[8] = {3.0f, 0.0f, 0.5f, 0.4f, 2.0f, 2.0f, -3.0f, 4.0f};
   const float bias[8] = {0, 0, 0, 0, 0, 0, 0, -10.0f};
   int32_t ex[2];
   float w[2];
-  model::route_token(c, logits, bias, ex, w);
+  ops::route_token(c, logits, bias, ex, w);
   // Group sums (top-2 of each pair): g0 = s(3)+s(0), g1 = s(.5)+s(.4), g2 = 2 s(2), g3 ~ s(4)-10.
   auto sg = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
   // g2 (1.76) and g0 (1.45) are kept; the best experts there are 0 (s(3)) and 4 (tie with 5:

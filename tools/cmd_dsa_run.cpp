@@ -15,6 +15,8 @@
 #include "core/error.h"
 #include "io/glm_dsa_loader.h"
 #include "io/mapped_file.h"
+#include "backend/backend.h"
+#include <optional>
 
 namespace indexshare::cli {
 namespace {
@@ -47,7 +49,28 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+backend::WeightFormat parse_weight_format(const std::string& s) {
+  if (s == "f32") return backend::WeightFormat::kF32;
+  if (s == "bf16") return backend::WeightFormat::kBf16;
+  if (s == "fp8") return backend::WeightFormat::kFp8Block;
+  fail("--weights-format: '", s, "' is not one of f32, bf16, fp8");
+}
+
+std::optional<backend::CacheFormat> parse_cache_format(const std::string& s, const char* opt) {
+  if (s.empty()) return std::nullopt;
+  if (s == "f32") return backend::CacheFormat::kF32;
+  if (s == "bf16") return backend::CacheFormat::kBf16;
+  if (s == "fp8") return backend::CacheFormat::kFp8;
+  fail(opt, ": '", s, "' is not one of f32, bf16, fp8");
+}
+
 }  // namespace
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::kCpu;
+  if (s == "cuda") return Device::kCuda;
+  fail("--device: '", s, "' is not one of cpu, cuda");
+}
 
 int run_dsa_model(const DsaRunArgs& a) {
   IS_CHECK(!a.model_dir.empty() || (!a.config.empty() && !a.weights.empty()),
@@ -62,8 +85,22 @@ int run_dsa_model(const DsaRunArgs& a) {
   const std::string cfg = a.config.empty() ? a.model_dir + "/config.json" : a.config;
   const std::string wts = a.weights.empty() ? a.model_dir : a.weights;
   std::vector<std::string> warnings;
+  const Device device = parse_device(a.device);
+  IS_CHECK(a.chunk >= 1, "--chunk must be >= 1");
+  model::ModelOptions mo;
+  mo.weights = a.weight_format.empty()
+                   ? (device == Device::kCpu ? backend::WeightFormat::kF32 : backend::WeightFormat::kBf16)
+                   : parse_weight_format(a.weight_format);
+  mo.latent_cache = parse_cache_format(a.latent_cache, "--latent-cache");
+  mo.indexer_cache = parse_cache_format(a.indexer_cache, "--indexer-cache");
+  const int64_t needed = static_cast<int64_t>(ids.size()) + a.generate;
+  IS_CHECK(a.max_tokens == 0 || a.max_tokens >= needed, "--max-tokens ", a.max_tokens, " is below the ", needed,
+           " tokens this run needs (ids + --generate)");
+  mo.max_tokens = a.max_tokens > 0 ? a.max_tokens : needed;
+  mo.max_step_rows = a.chunk;
+  std::shared_ptr<backend::Backend> be = backend::make_backend(device);
   const auto t_load = std::chrono::steady_clock::now();
-  const model::GlmDsaModel m = io::load_glm_dsa(cfg, wts, &warnings);
+  model::GlmDsaModel m = io::load_glm_dsa(cfg, wts, &warnings, be, mo);
   const double load_s = seconds_since(t_load);
   for (const auto& w : warnings) fmt::print(stderr, "indexshare: warning: {}\n", w);
   const auto& c = m.config();
@@ -72,7 +109,10 @@ int run_dsa_model(const DsaRunArgs& a) {
   auto cache = m.new_cache();
   model::ForwardTrace tr;
   const auto t_pre = std::chrono::steady_clock::now();
-  std::vector<float> logits = m.forward(cache, ids, {}, &tr);
+  model::ForwardOptions fo;
+  fo.logits = a.perplexity ? model::LogitRows::kAll : model::LogitRows::kLast;
+  std::vector<float> logits = m.forward(cache, ids, fo, &tr);
+  be->synchronize();
   const double prefill_s = seconds_since(t_pre);
 
   double nll = 0;
@@ -108,6 +148,13 @@ int run_dsa_model(const DsaRunArgs& a) {
   if (a.json) {
     json out;
     out["model"] = {{"config", cfg}, {"weights", wts}, {"arch", arch}, {"layers", c.num_layers}};
+    out["device"] = {{"backend", be->name()},
+                     {"weights", backend::weight_format_name(mo.weights)},
+                     {"latent_cache", backend::cache_format_name(m.latent_format())},
+                     {"indexer_cache", backend::cache_format_name(m.indexer_format())},
+                     {"weight_bytes", m.weight_bytes()},
+                     {"latent_cache_bytes", m.latent_cache_bytes()},
+                     {"indexer_cache_bytes", m.indexer_cache_bytes()}};
     out["schedule"] = {{"pattern", c.schedule.pattern()},
                        {"num_full", c.schedule.num_full()},
                        {"num_shared", c.schedule.num_shared()}};
@@ -124,6 +171,10 @@ int run_dsa_model(const DsaRunArgs& a) {
   }
   fmt::print("model     {} ({} layers, index_topk {}), loaded in {:.2f} s\n", arch, c.num_layers, c.index_topk,
              load_s);
+  fmt::print("device    {}: {} weights ({:.1f} MB), latent cache {} ({:.1f} MB), indexer cache {} ({:.1f} MB, F layers only)\n",
+             be->name(), backend::weight_format_name(mo.weights), m.weight_bytes() / 1e6,
+             backend::cache_format_name(m.latent_format()), m.latent_cache_bytes() / 1e6,
+             backend::cache_format_name(m.indexer_format()), m.indexer_cache_bytes() / 1e6);
   fmt::print("schedule  {}\n", c.schedule.summary());
   fmt::print("prefill   {} tokens in {:.3f} s ({:.1f} tok/s)\n", ids.size(), prefill_s,
              static_cast<double>(ids.size()) / std::max(prefill_s, 1e-9));
@@ -150,6 +201,15 @@ CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token
                            ->check(CLI::NonNegativeNumber);
                        app.add_flag("--perplexity", a->perplexity, "mean NLL / perplexity of the ids");
                        app.add_flag("--json", a->json, "print JSON");
+                       app.add_option("--device", a->device, "cpu or cuda (default cpu)");
+                       app.add_option("--weights-format", a->weight_format,
+                                      "weights on the device: f32, bf16 or fp8 (128x128 block scales); default f32 on "
+                                      "the CPU, bf16 on CUDA");
+                       app.add_option("--latent-cache", a->latent_cache, "MLA latent cache: f32 or bf16 (default: fastest)");
+                       app.add_option("--indexer-cache", a->indexer_cache, "indexer key cache: f32 or fp8 (default: fastest)");
+                       app.add_option("--max-tokens", a->max_tokens, "cache capacity in tokens (default: what the run needs)")
+                           ->check(CLI::NonNegativeNumber);
+                       app.add_option("--chunk", a->chunk, "prefill chunk in tokens (default 4096)")->check(CLI::PositiveNumber);
                        return [a] { return run_dsa_model(*a); };
                      });
 

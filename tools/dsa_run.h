@@ -3,7 +3,10 @@
 // names such a directory.
 #pragma once
 
+#include <cstdint>
 #include <string>
+
+#include "core/tensor.h"
 
 namespace indexshare::cli {
 
@@ -12,7 +15,15 @@ struct DsaRunArgs {
   int generate = 0;
   bool perplexity = false;
   bool json = false;
+  std::string device = "cpu";          // cpu | cuda
+  std::string weight_format;           // f32 | bf16 | fp8; empty: f32 on the CPU, bf16 on CUDA
+  std::string latent_cache, indexer_cache;  // f32 | bf16 | fp8; empty: the backend's fastest
+  int64_t max_tokens = 0;              // cache capacity; 0: the tokens this run needs
+  int64_t chunk = 4096;                // prefill chunk (tokens per step)
 };
+
+// Parses "cpu" / "cuda" (Error naming the option otherwise).
+Device parse_device(const std::string& s);
 
 int run_dsa_model(const DsaRunArgs& a);
 

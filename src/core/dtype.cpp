@@ -17,6 +17,7 @@ std::string_view dtype_name(DType t) {
     case DType::kBF16: return "bf16";
     case DType::kF8E4M3: return "f8_e4m3";
     case DType::kI32: return "i32";
+    case DType::kU8: return "u8";
   }
   return "?";
 }
@@ -28,6 +29,7 @@ int dtype_size(DType t) {
     case DType::kBF16: return 2;
     case DType::kF8E4M3: return 1;
     case DType::kI32: return 4;
+    case DType::kU8: return 1;
   }
   return 0;
 }

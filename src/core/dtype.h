@@ -13,7 +13,7 @@
 
 namespace indexshare {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kI32 };
+enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kI32, kU8 };  // kU8: raw bytes
 
 std::string_view dtype_name(DType t);
 // Bytes per element.

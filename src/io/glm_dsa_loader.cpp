@@ -82,18 +82,20 @@ model::GlmDsaConfig glm_dsa_config_from_hf(const HfConfig& hf) {
 }
 
 model::GlmDsaModel load_glm_dsa(const std::string& config_path, const std::string& weights_path,
-                                std::vector<std::string>* warnings) {
+                                std::vector<std::string>* warnings, std::shared_ptr<backend::Backend> be,
+                                const model::ModelOptions& options) {
   const HfConfig hf = read_hf_config(config_path);
   if (warnings)
     for (const auto& w : hf.warnings) warnings->push_back(config_path + ": " + w);
   model::GlmDsaConfig c = glm_dsa_config_from_hf(hf);
   const SafetensorsWeightSource src(SafetensorsModel::open(weights_path));
   model::GlmDsaWeights w = model::load_glm_dsa_weights(c, src, warnings);
-  return model::GlmDsaModel(std::move(c), std::move(w));
+  return model::GlmDsaModel(std::move(c), std::move(w), std::move(be), options);
 }
 
-model::GlmDsaModel load_glm_dsa_dir(const std::string& model_dir, std::vector<std::string>* warnings) {
-  return load_glm_dsa(model_dir + "/config.json", model_dir, warnings);
+model::GlmDsaModel load_glm_dsa_dir(const std::string& model_dir, std::vector<std::string>* warnings,
+                                    std::shared_ptr<backend::Backend> be, const model::ModelOptions& options) {
+  return load_glm_dsa(model_dir + "/config.json", model_dir, warnings, std::move(be), options);
 }
 
 }  // namespace indexshare::io

@@ -33,12 +33,16 @@ class SafetensorsWeightSource : public model::WeightSource {
 };
 
 // Loads config.json at `config_path` and the weights at `weights_path` (a directory with
-// model.safetensors or model.safetensors.index.json, or one .safetensors file). Warnings from
-// the config reader and the weight loader are appended to `warnings` (nullable).
+// model.safetensors or model.safetensors.index.json, or one .safetensors file) onto `be` (null:
+// the CPU). Warnings from the config reader and the weight loader are appended to `warnings`
+// (nullable).
 model::GlmDsaModel load_glm_dsa(const std::string& config_path, const std::string& weights_path,
-                                std::vector<std::string>* warnings = nullptr);
+                                std::vector<std::string>* warnings = nullptr,
+                                std::shared_ptr<backend::Backend> be = nullptr,
+                                const model::ModelOptions& options = {});
 // The same for a model directory holding config.json and the weights.
-model::GlmDsaModel load_glm_dsa_dir(const std::string& model_dir,
-                                    std::vector<std::string>* warnings = nullptr);
+model::GlmDsaModel load_glm_dsa_dir(const std::string& model_dir, std::vector<std::string>* warnings = nullptr,
+                                    std::shared_ptr<backend::Backend> be = nullptr,
+                                    const model::ModelOptions& options = {});
 
 }  // namespace indexshare::io

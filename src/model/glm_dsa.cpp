@@ -1,117 +1,641 @@
 #include "model/glm_dsa.h"
 
 #include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <utility>
 
+#include "core/counter_hash.h"
 #include "core/error.h"
-#include "model/glm_dsa_moe.h"
-#include "ops/norm.h"
 
 namespace indexshare::model {
 
-size_t GlmDsaCache::latent_bytes() const {
-  size_t n = 0;
-  for (const auto& l : layers) n += l.latent.size() * sizeof(float);
-  return n;
+using backend::CacheFormat;
+using backend::kPageTokens;
+using backend::Region;
+using backend::Weight;
+using backend::WeightFormat;
+
+// ---- pages ----------------------------------------------------------------------------------
+
+class PagePool {
+ public:
+  explicit PagePool(int64_t pages) : total_(pages) {
+    free_.reserve(static_cast<size_t>(pages));
+    for (int64_t p = pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));  // hands out 0, 1, 2, ...
+  }
+  int32_t take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    IS_CHECK(!free_.empty(), "cache full: all ", total_, " pages (", total_ * kPageTokens,
+             " tokens, ModelOptions::max_tokens / --max-tokens) are held by live sequences");
+    const int32_t p = free_.back();
+    free_.pop_back();
+    return p;
+  }
+  void give(int32_t p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(p);
+  }
+  int64_t free_pages() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int64_t>(free_.size());
+  }
+  int64_t total() const { return total_; }
+
+ private:
+  int64_t total_;
+  mutable std::mutex mu_;
+  std::vector<int32_t> free_;
+};
+
+GlmDsaCache::~GlmDsaCache() { release(); }
+GlmDsaCache::GlmDsaCache(GlmDsaCache&& o) noexcept
+    : length(std::exchange(o.length, 0)), pages(std::move(o.pages)), pool_(std::move(o.pool_)) {
+  o.pages.clear();
+}
+GlmDsaCache& GlmDsaCache::operator=(GlmDsaCache&& o) noexcept {
+  if (this != &o) {
+    release();
+    length = std::exchange(o.length, 0);
+    pages = std::move(o.pages);
+    o.pages.clear();
+    pool_ = std::move(o.pool_);
+  }
+  return *this;
+}
+void GlmDsaCache::release() {
+  if (pool_)
+    for (int32_t p : pages) pool_->give(p);
+  pages.clear();
+  length = 0;
 }
 
-size_t GlmDsaCache::index_k_bytes() const {
-  size_t n = 0;
-  for (const auto& l : layers) n += l.index_k.size() * sizeof(float);
-  return n;
+// ---- weights and work buffers ---------------------------------------------------------------
+
+struct GlmDsaModel::Layer {
+  Tensor input_norm, post_norm, q_a_norm, kv_a_norm;
+  Weight q_a, q_b, kv_a, o;
+  backend::MlaWeights mla;
+  bool full = false;
+  Weight wq_b, wk, weights_proj;
+  Tensor k_norm_w, k_norm_b;
+  bool moe = false;
+  Weight mlp_gate_up, mlp_down;
+  backend::MoeWeights experts;
+};
+
+struct GlmDsaModel::Work {
+  int64_t cap = 0;
+  Tensor ids, h, x, y, cq, q, lat, o, iq, ik, iw;
+  void ensure(backend::Backend& be, const GlmDsaConfig& c, int64_t rows) {
+    if (rows <= cap) return;
+    cap = std::max<int64_t>(rows, 16);
+    const int64_t d = c.hidden_size, H = c.num_heads;
+    ids = be.alloc(DType::kI32, {cap});
+    h = be.alloc(DType::kF32, {cap, d});
+    x = be.alloc(DType::kF32, {cap, d});
+    y = be.alloc(DType::kF32, {cap, d});
+    cq = be.alloc(DType::kF32, {cap, c.q_lora_rank});
+    q = be.alloc(DType::kF32, {cap, H * c.qk_head_dim()});
+    lat = be.alloc(DType::kF32, {cap, c.latent_dim()});
+    o = be.alloc(DType::kF32, {cap, H * c.v_head_dim});
+    iq = be.alloc(DType::kF32, {cap, int64_t{c.index_n_heads} * c.index_head_dim});
+    ik = be.alloc(DType::kF32, {cap, c.index_head_dim});
+    iw = be.alloc(DType::kF32, {cap, c.index_n_heads});
+  }
+};
+
+backend::MoeSpec moe_spec(const GlmDsaConfig& c) {
+  backend::MoeSpec s;
+  s.experts = c.n_routed_experts;
+  s.top_k = c.num_experts_per_tok;
+  s.n_group = c.n_group;
+  s.topk_group = c.topk_group;
+  s.norm_topk_prob = c.norm_topk_prob;
+  s.routed_scaling = c.routed_scaling_factor;
+  return s;
 }
 
-GlmDsaModel::GlmDsaModel(GlmDsaConfig config, GlmDsaWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+namespace {
+
+constexpr float kRandomAmplitude = 0.034641016f;  // uniform with std 0.02
+
+template <class T>
+void free_vec(std::vector<T>& v) {
+  std::vector<T>().swap(v);
+}
+
+Tensor upload_vec(backend::Backend& be, const std::vector<float>& v) {
+  Tensor t = be.alloc(DType::kF32, {static_cast<int64_t>(v.size())});
+  be.upload(t, v.data());
+  return t;
+}
+
+Weight upload_linear(backend::Backend& be, Linear& l, WeightFormat f) {
+  Weight w = be.upload_weight(backend::make_host_weight(std::move(l.w), 1, l.out, l.in, f, std::move(l.b)));
+  free_vec(l.w);
+  free_vec(l.b);
+  return w;
+}
+
+// gate and up stacked as one [2I, d] matrix (rows [0, I) gate).
+Weight upload_gate_up(backend::Backend& be, MlpWeights& m, WeightFormat f) {
+  std::vector<float> v = std::move(m.gate.w);
+  v.insert(v.end(), m.up.w.begin(), m.up.w.end());
+  const int64_t I = m.gate.out, d = m.gate.in;
+  free_vec(m.gate.w);
+  free_vec(m.up.w);
+  return be.upload_weight(backend::make_host_weight(std::move(v), 1, 2 * I, d, f));
+}
+
+// Experts stacked [E, 2I, d] and [E, d, I].
+void upload_experts(backend::Backend& be, std::vector<MlpWeights>& ex, WeightFormat f, Weight& gate_up, Weight& down) {
+  const auto E = static_cast<int64_t>(ex.size());
+  const int64_t I = ex[0].gate.out, d = ex[0].gate.in;
+  std::vector<float> gu, dn;
+  gu.reserve(static_cast<size_t>(E * 2 * I * d));
+  dn.reserve(static_cast<size_t>(E * d * I));
+  for (auto& m : ex) {
+    gu.insert(gu.end(), m.gate.w.begin(), m.gate.w.end());
+    gu.insert(gu.end(), m.up.w.begin(), m.up.w.end());
+    dn.insert(dn.end(), m.down.w.begin(), m.down.w.end());
+    free_vec(m.gate.w);
+    free_vec(m.up.w);
+    free_vec(m.down.w);
+  }
+  gate_up = be.upload_weight(backend::make_host_weight(std::move(gu), E, 2 * I, d, f));
+  down = be.upload_weight(backend::make_host_weight(std::move(dn), E, d, I, f));
+}
+
+CacheFormat pick(const std::optional<CacheFormat>& want, const std::vector<CacheFormat>& offered, const char* what,
+                 const std::string& be_name, const std::string& dims) {
+  IS_CHECK(!offered.empty(), be_name, " offers no ", what, " cache for ", dims);
+  if (!want) return offered.front();
+  IS_CHECK(std::find(offered.begin(), offered.end(), *want) != offered.end(), be_name, ": no ",
+           backend::cache_format_name(*want), " ", what, " cache for ", dims, " (offered: ",
+           backend::cache_format_name(offered.front()), offered.size() > 1 ? ", ..." : "", ")");
+  return *want;
+}
+
+}  // namespace
+
+GlmDsaModel::GlmDsaModel(GlmDsaConfig config, std::shared_ptr<backend::Backend> be, const ModelOptions& options)
+    : config_(std::move(config)), options_(options), be_(be ? std::move(be) : backend::make_backend(Device::kCpu)) {
   config_.validate();
-  IS_CHECK(static_cast<int>(weights_.layers.size()) == config_.num_layers, "GlmDsaModel: weights have ",
-           weights_.layers.size(), " layers, config ", config_.num_layers);
-  for (int i = 0; i < config_.num_layers; ++i)
-    IS_CHECK(weights_.layers[static_cast<size_t>(i)].has_indexer == config_.schedule.is_full(i),
-             "GlmDsaModel: layer ", i, " is ", config_.schedule.is_full(i) ? "F" : "S", " but its weights ",
-             weights_.layers[static_cast<size_t>(i)].has_indexer ? "have" : "lack", " an indexer");
+  IS_CHECK(options_.max_tokens >= 1, "GlmDsaModel: max_tokens = ", options_.max_tokens, " must be >= 1");
+  IS_CHECK(options_.max_step_rows >= 1, "GlmDsaModel: max_step_rows must be >= 1");
+  work_ = std::make_unique<Work>();
 }
 
-GlmDsaCache GlmDsaModel::new_cache() const {
+GlmDsaModel::~GlmDsaModel() = default;
+GlmDsaModel::GlmDsaModel(GlmDsaModel&&) noexcept = default;
+
+void GlmDsaModel::init_caches() {
+  const GlmDsaConfig& c = config_;
+  const int64_t pages = (options_.max_tokens + kPageTokens - 1) / kPageTokens;
+  pool_ = std::make_shared<PagePool>(pages);
+  latent_format_ = pick(options_.latent_cache, be_->latent_formats(c.kv_lora_rank, c.qk_rope_head_dim, c.num_heads),
+                        "latent", be_->name(),
+                        cat("kv_lora_rank ", c.kv_lora_rank, " + rope ", c.qk_rope_head_dim, ", ", c.num_heads, " heads"));
+  for (int i = 0; i < c.num_layers; ++i)
+    latent_.push_back(be_->new_latent_cache(pages, c.kv_lora_rank, c.qk_rope_head_dim, latent_format_));
+  share::DsaStackOptions so;
+  so.index_heads = c.index_n_heads;
+  so.index_dim = c.index_head_dim;
+  so.topk = c.index_topk;
+  so.pages = pages;
+  so.format = pick(options_.indexer_cache, be_->indexer_formats(c.index_n_heads, c.index_head_dim), "indexer",
+                   be_->name(), cat(c.index_n_heads, " indexer heads x ", c.index_head_dim));
+  stack_ = std::make_unique<share::DsaStack>(c.schedule, so, *be_);
+  inv_freq_ = upload_vec(*be_, c.rope_inv_freq);
+}
+
+GlmDsaModel::GlmDsaModel(GlmDsaConfig config, GlmDsaWeights weights, std::shared_ptr<backend::Backend> be,
+                         const ModelOptions& options)
+    : GlmDsaModel(std::move(config), std::move(be), options) {
+  IS_CHECK(static_cast<int>(weights.layers.size()) == config_.num_layers, "GlmDsaModel: weights have ",
+           weights.layers.size(), " layers, config ", config_.num_layers);
+  for (int i = 0; i < config_.num_layers; ++i)
+    IS_CHECK(weights.layers[static_cast<size_t>(i)].has_indexer == config_.schedule.is_full(i), "GlmDsaModel: layer ",
+             i, " is ", config_.schedule.is_full(i) ? "F" : "S", " but its weights ",
+             weights.layers[static_cast<size_t>(i)].has_indexer ? "have" : "lack", " an indexer");
+  upload(std::move(weights));
+  init_caches();
+}
+
+void GlmDsaModel::upload(GlmDsaWeights&& w) {
+  backend::Backend& be = *be_;
+  const GlmDsaConfig& c = config_;
+  const WeightFormat f = options_.weights;
+  // Small or precision-critical matrices stay f32: the MoE router (fp32 in every reference) and
+  // the indexer head weights (applied in fp32). The embedding table is f32 or bf16.
+  const WeightFormat f32 = WeightFormat::kF32;
+  const WeightFormat emb = f == f32 ? f32 : WeightFormat::kBf16;
+  embed_ = be.upload_weight(backend::make_host_weight(std::move(w.embed), 1, c.vocab_size, c.hidden_size, emb));
+  free_vec(w.embed);
+  for (int i = 0; i < c.num_layers; ++i) {
+    LayerWeights& L = w.layers[static_cast<size_t>(i)];
+    Layer l;
+    l.input_norm = upload_vec(be, L.input_norm);
+    l.post_norm = upload_vec(be, L.post_norm);
+    l.q_a_norm = upload_vec(be, L.q_a_norm);
+    l.kv_a_norm = upload_vec(be, L.kv_a_norm);
+    l.q_a = upload_linear(be, L.q_a, f);
+    l.q_b = upload_linear(be, L.q_b, f);
+    l.kv_a = upload_linear(be, L.kv_a, f);
+    l.o = upload_linear(be, L.o, f);
+    l.mla = be.upload_mla(L.kv_b.w, c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank);
+    free_vec(L.kv_b.w);
+    l.full = L.has_indexer;
+    if (l.full) {
+      l.wq_b = upload_linear(be, L.indexer.wq_b, f);
+      l.wk = upload_linear(be, L.indexer.wk, f);
+      l.weights_proj = upload_linear(be, L.indexer.weights_proj, f32);
+      l.k_norm_w = upload_vec(be, L.indexer.k_norm_w);
+      l.k_norm_b = upload_vec(be, L.indexer.k_norm_b);
+    }
+    l.moe = L.moe;
+    if (!l.moe) {
+      l.mlp_gate_up = upload_gate_up(be, L.mlp, f);
+      l.mlp_down = upload_linear(be, L.mlp.down, f);
+    } else {
+      l.experts.router = upload_linear(be, L.router, f32);
+      l.experts.router_bias = upload_vec(be, L.router_bias);
+      upload_experts(be, L.experts, f, l.experts.gate_up, l.experts.down);
+      l.experts.has_shared = L.has_shared;
+      if (L.has_shared) {
+        l.experts.shared_gate_up = upload_gate_up(be, L.shared, f);
+        l.experts.shared_down = upload_linear(be, L.shared.down, f);
+      }
+    }
+    L = LayerWeights{};
+    layers_.push_back(std::move(l));
+  }
+  final_norm_ = upload_vec(be, w.final_norm);
+  lm_head_ = upload_linear(be, w.lm_head, f);
+}
+
+std::unique_ptr<GlmDsaModel> GlmDsaModel::random(GlmDsaConfig config, std::shared_ptr<backend::Backend> be,
+                                                 const ModelOptions& options, uint64_t seed) {
+  std::unique_ptr<GlmDsaModel> m(new GlmDsaModel(std::move(config), std::move(be), options));
+  backend::Backend& b = *m->be_;
+  const GlmDsaConfig& c = m->config_;
+  const WeightFormat f = options.weights, f32 = WeightFormat::kF32;
+  const WeightFormat emb = f == f32 ? f32 : WeightFormat::kBf16;
+  const float a = kRandomAmplitude;
+  uint64_t n = 0;
+  auto next = [&] { return mix_seed(seed, ++n); };
+  auto rw = [&](WeightFormat fmt, int64_t g, int64_t N, int64_t K) { return b.random_weight(fmt, g, N, K, next(), a); };
+  const int64_t d = c.hidden_size, H = c.num_heads;
+  auto ones = [&](int64_t len) { return upload_vec(b, std::vector<float>(static_cast<size_t>(len), 1.0f)); };
+  m->embed_ = b.random_weight(emb, 1, c.vocab_size, d, next(), 1.0f);
+  for (int i = 0; i < c.num_layers; ++i) {
+    Layer l;
+    l.input_norm = ones(d);
+    l.post_norm = ones(d);
+    l.q_a_norm = ones(c.q_lora_rank);
+    l.kv_a_norm = ones(c.kv_lora_rank);
+    l.q_a = rw(f, 1, c.q_lora_rank, d);
+    l.q_b = rw(f, 1, H * c.qk_head_dim(), c.q_lora_rank);
+    l.kv_a = rw(f, 1, c.latent_dim(), d);
+    l.o = rw(f, 1, d, H * c.v_head_dim);
+    l.mla = b.random_mla(c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank, next(), a);
+    l.full = c.schedule.is_full(i);
+    if (l.full) {
+      l.wq_b = rw(f, 1, int64_t{c.index_n_heads} * c.index_head_dim, c.q_lora_rank);
+      l.wk = rw(f, 1, c.index_head_dim, d);
+      l.weights_proj = rw(f32, 1, c.index_n_heads, d);
+      l.k_norm_w = ones(c.index_head_dim);
+      l.k_norm_b = upload_vec(b, std::vector<float>(static_cast<size_t>(c.index_head_dim), 0.0f));
+    }
+    l.moe = c.moe_layer[static_cast<size_t>(i)];
+    if (!l.moe) {
+      l.mlp_gate_up = rw(f, 1, 2 * c.intermediate_size, d);
+      l.mlp_down = rw(f, 1, d, c.intermediate_size);
+    } else {
+      const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size;
+      l.experts.router = rw(f32, 1, E, d);
+      l.experts.router_bias = upload_vec(b, std::vector<float>(static_cast<size_t>(E), 0.0f));
+      l.experts.gate_up = rw(f, E, 2 * I, d);
+      l.experts.down = rw(f, E, d, I);
+      l.experts.has_shared = c.n_shared_experts > 0;
+      if (l.experts.has_shared) {
+        const int64_t Is = I * c.n_shared_experts;
+        l.experts.shared_gate_up = rw(f, 1, 2 * Is, d);
+        l.experts.shared_down = rw(f, 1, d, Is);
+      }
+    }
+    m->layers_.push_back(std::move(l));
+  }
+  m->final_norm_ = ones(d);
+  m->lm_head_ = rw(f, 1, c.vocab_size, d);
+  m->init_caches();
+  return m;
+}
+
+GlmDsaCache GlmDsaModel::new_cache() {
   GlmDsaCache c;
-  c.layers.resize(static_cast<size_t>(config_.num_layers));
+  c.pool_ = pool_;
   return c;
 }
 
-std::vector<float> GlmDsaModel::forward(GlmDsaCache& cache, std::span<const int32_t> tokens,
-                                        const ForwardOptions& opt, ForwardTrace* trace) const {
+int64_t GlmDsaModel::free_tokens() const { return pool_->free_pages() * kPageTokens; }
+
+void GlmDsaModel::ensure_pages(GlmDsaCache& c, int64_t length) {
+  IS_CHECK(c.pool_ == pool_, "GlmDsaModel: the cache belongs to another model (use this model's new_cache())");
+  const auto need = static_cast<size_t>((length + kPageTokens - 1) / kPageTokens);
+  if (need <= c.pages.size()) return;
+  const int64_t more = static_cast<int64_t>(need - c.pages.size());
+  IS_CHECK(more <= pool_->free_pages(), "context over the cache capacity: the sequence needs ", length,
+           " tokens but only ", c.pages.size() * kPageTokens + pool_->free_pages() * kPageTokens,
+           " are available to it (max_tokens ", options_.max_tokens, ", --max-tokens)");
+  while (c.pages.size() < need) c.pages.push_back(pool_->take());
+}
+
+size_t GlmDsaModel::weight_bytes() const {
+  size_t n = embed_.bytes() + lm_head_.bytes() + final_norm_.bytes();
+  for (const Layer& l : layers_) {
+    n += l.input_norm.bytes() + l.post_norm.bytes() + l.q_a_norm.bytes() + l.kv_a_norm.bytes();
+    n += l.q_a.bytes() + l.q_b.bytes() + l.kv_a.bytes() + l.o.bytes() + l.mla.w_uk.bytes() + l.mla.w_uv.bytes();
+    n += l.wq_b.bytes() + l.wk.bytes() + l.weights_proj.bytes() + l.k_norm_w.bytes() + l.k_norm_b.bytes();
+    n += l.mlp_gate_up.bytes() + l.mlp_down.bytes();
+    n += l.experts.router.bytes() + l.experts.router_bias.bytes() + l.experts.gate_up.bytes() + l.experts.down.bytes();
+    n += l.experts.shared_gate_up.bytes() + l.experts.shared_down.bytes();
+  }
+  return n;
+}
+
+size_t GlmDsaModel::latent_cache_bytes() const {
+  size_t n = 0;
+  for (const auto& l : latent_) n += l->bytes();
+  return n;
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* trace) {
+  const GlmDsaConfig& c = config_;
+  backend::Backend& be = *be_;
+  Layer& l = layers_[static_cast<size_t>(i)];
+  Work& w = *work_;
+  const int64_t R = step_.rows(), d = c.hidden_size;
+  const int H = c.num_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, kvr = c.kv_lora_rank;
+  const int ld = c.latent_dim(), hi = c.index_n_heads, di = c.index_head_dim;
+  const Tensor h = w.h.rows(0, R), x = w.x.rows(0, R), y = w.y.rows(0, R), cq = w.cq.rows(0, R);
+  const Tensor q = w.q.rows(0, R), lat = w.lat.rows(0, R), o = w.o.rows(0, R);
+  auto rope_spec = [&](int heads, int head_dim, int offset, bool interleaved) {
+    backend::RopeSpec s;
+    s.heads = heads;
+    s.head_dim = head_dim;
+    s.offset = offset;
+    s.rot_dim = rope;
+    s.interleaved = interleaved;
+    s.attention_factor = c.rope_attention_factor;
+    s.inv_freq = inv_freq_;
+    return s;
+  };
+  auto norm = [&](const Tensor& in, const Tensor& out, const Tensor& wt, int64_t n, int64_t ld_in, int64_t ld_out,
+                  float eps, const Tensor& bias = {}) {
+    backend::NormArgs a;
+    a.x = in;
+    a.y = out;
+    a.weight = wt;
+    a.bias = bias;
+    a.rows = R;
+    a.n = n;
+    a.ld_x = ld_in;
+    a.ld_y = ld_out;
+    a.eps = eps;
+    if (bias.defined()) {
+      be.layer_norm(a);
+    } else {
+      be.rms_norm(a);
+    }
+  };
+
+  be.mark(Region::kNorm);
+  norm(h, x, l.input_norm, d, d, d, c.rms_norm_eps);
+  be.mark(Region::kAttnProj);
+  be.linear(x, l.q_a, cq);
+  norm(cq, cq, l.q_a_norm, c.q_lora_rank, c.q_lora_rank, c.q_lora_rank, c.lora_norm_eps);
+  be.linear(cq, l.q_b, q);
+  be.rope(q, step_.positions, rope_spec(H, c.qk_head_dim(), nope, c.mla_rope_interleave));
+  be.linear(x, l.kv_a, lat);
+  norm(lat, lat, l.kv_a_norm, kvr, ld, ld, c.lora_norm_eps);
+  be.rope(lat, step_.positions, rope_spec(1, ld, kvr, c.mla_rope_interleave));
+  be.latent_write(*latent_[static_cast<size_t>(i)], step_, lat);
+
+  share::DsaStack& st = *stack_;
+  if (l.full) {
+    be.mark(Region::kIndexer);
+    const Tensor iq = w.iq.rows(0, R), ik = w.ik.rows(0, R), iw = w.iw.rows(0, R);
+    be.linear(cq, l.wq_b, iq);
+    be.rope(iq, step_.positions, rope_spec(hi, di, 0, c.indexer_rope_interleave));
+    be.linear(x, l.wk, ik);
+    norm(ik, ik, l.k_norm_w, di, di, di, c.index_k_norm_eps, l.k_norm_b);
+    be.rope(ik, step_.positions, rope_spec(1, di, 0, c.indexer_rope_interleave));
+    be.linear(x, l.weights_proj, iw);
+    if (opt.forced_topk) {
+      const auto& f = (*opt.forced_topk)[static_cast<size_t>(i)];
+      IS_CHECK(static_cast<int64_t>(f.size()) == R * c.index_topk, "GlmDsaModel::forward: forced_topk[", i, "] has ",
+               f.size(), " entries, expected ", R * c.index_topk);
+      st.append_keys(i, ik);
+      st.set_topk(i, f);
+    } else {
+      st.index(i, iq, iw, ik);
+    }
+    if (trace && opt.capture_scores) {
+      Tensor s = be.alloc(DType::kF32, {R, step_.max_len});
+      st.scores(i, iq, iw, s);
+      auto& dst = trace->scores[static_cast<size_t>(i)];
+      dst.resize(static_cast<size_t>(s.numel()));
+      be.download(dst.data(), s);
+    }
+  }
+  be.mark(Region::kAttention);
+  backend::MlaArgs ma;
+  ma.q = q;
+  ma.w = &l.mla;
+  ma.cache = latent_[static_cast<size_t>(i)].get();
+  ma.indices = st.topk(i);
+  ma.scale = c.attn_scale;
+  ma.out = o;
+  be.mla_attention(ma);
+  if (trace) {
+    (l.full ? trace->indexer_calls : trace->shared_layers) += 1;
+    if (opt.capture_topk) {
+      const Tensor& lg = st.topk_logical(i);
+      auto& dst = trace->topk[static_cast<size_t>(i)];
+      const size_t old = dst.size();
+      dst.resize(old + static_cast<size_t>(lg.numel()));
+      be.download(dst.data() + old, lg);
+    }
+  }
+  be.mark(Region::kAttnProj);
+  be.linear(o, l.o, y);
+  be.mark(Region::kNorm);
+  be.add(h, y);
+  norm(h, x, l.post_norm, d, d, d, c.rms_norm_eps);
+  if (l.moe) {
+    be.mark(Region::kMoe);
+    be.moe(x, l.experts, moe_spec(c), y);
+  } else {
+    be.mark(Region::kMlp);
+    be.mlp(x, l.mlp_gate_up, l.mlp_down, y);
+  }
+  be.mark(Region::kNorm);
+  be.add(h, y);
+}
+
+std::vector<float> GlmDsaModel::run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace) {
+  const GlmDsaConfig& c = config_;
+  backend::Backend& be = *be_;
+  Work& w = *work_;
+  const int64_t R = step_.rows(), d = c.hidden_size, V = c.vocab_size;
+  be.mark(Region::kEmbed);
+  be.embed(embed_, ids, w.h.rows(0, R));
+  stack_->begin_step(step_);
+  for (int i = 0; i < c.num_layers; ++i) layer_forward(i, opt, trace);
+  if (opt.logits == LogitRows::kNone) return {};
+  // Rows whose logits are wanted: all, or the last of each sequence.
+  be.mark(Region::kLmHead);
+  const Tensor x = w.x.rows(0, R);
+  backend::NormArgs a;
+  a.x = w.h.rows(0, R);
+  a.y = x;
+  a.weight = final_norm_;
+  a.rows = R;
+  a.n = d;
+  a.ld_x = d;
+  a.ld_y = d;
+  a.eps = c.rms_norm_eps;
+  be.rms_norm(a);
+  Tensor sel = x;
+  if (opt.logits == LogitRows::kLast && step_.T > 1) {
+    sel = w.y.rows(0, step_.B);
+    for (int b = 0; b < step_.B; ++b) be.copy(sel.rows(b, b + 1), x.rows((b + 1) * step_.T - 1, (b + 1) * step_.T));
+  }
+  const int64_t rows = sel.dim(0);
+  Tensor logits = be.alloc(DType::kF32, {rows, V});
+  be.linear(sel, lm_head_, logits);
+  std::vector<float> out(static_cast<size_t>(rows * V));
+  be.download(out.data(), logits);
+  return out;
+}
+
+std::vector<float> GlmDsaModel::forward(GlmDsaCache& cache, std::span<const int32_t> tokens, const ForwardOptions& opt,
+                                        ForwardTrace* trace) {
   const GlmDsaConfig& c = config_;
   const auto T = static_cast<int64_t>(tokens.size());
-  const int64_t d = c.hidden_size, V = c.vocab_size, p0 = cache.length;
-  IS_CHECK(static_cast<int>(cache.layers.size()) == c.num_layers, "GlmDsaModel::forward: cache has ",
-           cache.layers.size(), " layers, model ", c.num_layers, " (use new_cache())");
   for (int64_t t = 0; t < T; ++t)
-    IS_CHECK(tokens[static_cast<size_t>(t)] >= 0 && tokens[static_cast<size_t>(t)] < V,
+    IS_CHECK(tokens[static_cast<size_t>(t)] >= 0 && tokens[static_cast<size_t>(t)] < c.vocab_size,
              "GlmDsaModel::forward: token id ", tokens[static_cast<size_t>(t)], " at position ", t,
-             " is outside the vocabulary [0, ", V, ")");
+             " is outside the vocabulary [0, ", c.vocab_size, ")");
   if (opt.forced_topk)
-    IS_CHECK(static_cast<int>(opt.forced_topk->size()) == c.num_layers,
-             "GlmDsaModel::forward: forced_topk has ", opt.forced_topk->size(), " layers, model ", c.num_layers);
+    IS_CHECK(static_cast<int>(opt.forced_topk->size()) == c.num_layers, "GlmDsaModel::forward: forced_topk has ",
+             opt.forced_topk->size(), " layers, model ", c.num_layers);
+  IS_CHECK(!(opt.capture_scores || opt.forced_topk) || T <= options_.max_step_rows,
+           "GlmDsaModel::forward: score capture and forced sets need the tokens in one step (", T, " > max_step_rows ",
+           options_.max_step_rows, ")");
   if (trace) {
     *trace = ForwardTrace{};
     if (opt.capture_topk) trace->topk.resize(static_cast<size_t>(c.num_layers));
     if (opt.capture_scores) trace->scores.resize(static_cast<size_t>(c.num_layers));
   }
   if (T == 0) return {};
+  ensure_pages(cache, cache.length + T);
 
-  std::vector<float> h(static_cast<size_t>(T * d)), x(static_cast<size_t>(T * d)), y(static_cast<size_t>(T * d));
-  for (int64_t t = 0; t < T; ++t)
-    std::copy_n(weights_.embed.begin() + tokens[static_cast<size_t>(t)] * d, d, h.begin() + t * d);
-
-  auto norm = [&](const std::vector<float>& w, const float* in, float* out) {
-    ops::NormParams np;
-    np.x = in;
-    np.y = out;
-    np.weight = w.data();
-    np.T = T;
-    np.n = d;
-    np.eps = c.rms_norm_eps;
-    ops::rms_norm(np);
-  };
-
-  std::vector<int32_t> topk;  // the shared top-k buffer of this call
-  for (int i = 0; i < c.num_layers; ++i) {
-    const LayerWeights& L = weights_.layers[static_cast<size_t>(i)];
-    const bool full = c.schedule.is_full(i);
-    norm(L.input_norm, h.data(), x.data());
-    AttentionIo io;
-    io.x = x.data();
-    io.T = T;
-    io.p0 = p0;
-    io.topk = &topk;
-    if (opt.forced_topk && full) {
-      const auto& f = (*opt.forced_topk)[static_cast<size_t>(i)];
-      IS_CHECK(static_cast<int64_t>(f.size()) == T * c.index_topk, "GlmDsaModel::forward: forced_topk[", i,
-               "] has ", f.size(), " entries, expected ", T * c.index_topk);
-      io.forced_topk = f.data();
-    }
-    if (trace && opt.capture_scores && full) io.scores = &trace->scores[static_cast<size_t>(i)];
-    io.out = y.data();
-    attention_forward(c, L, full, cache.layers[static_cast<size_t>(i)], io);
-    for (int64_t k = 0; k < T * d; ++k) h[static_cast<size_t>(k)] += y[static_cast<size_t>(k)];
-    if (trace) {
-      (full ? trace->indexer_calls : trace->shared_layers) += 1;
-      if (opt.capture_topk) trace->topk[static_cast<size_t>(i)] = topk;
-    }
-
-    norm(L.post_norm, h.data(), x.data());
-    if (L.moe) {
-      moe_forward(c, L, x.data(), T, y.data());
-    } else {
-      mlp_forward(L.mlp, x.data(), T, y.data());
-    }
-    for (int64_t k = 0; k < T * d; ++k) h[static_cast<size_t>(k)] += y[static_cast<size_t>(k)];
+  std::vector<float> logits;
+  for (int64_t t0 = 0; t0 < T; t0 += options_.max_step_rows) {
+    const int64_t n = std::min(options_.max_step_rows, T - t0);
+    step_.B = 1;
+    step_.T = n;
+    step_.q_start = {cache.length};
+    step_.max_pages = static_cast<int>(cache.pages.size());
+    step_.table_host = cache.pages;
+    backend::upload_step(*be_, step_, step_buffer_);
+    work_->ensure(*be_, c, n);
+    const Tensor ids = work_->ids.rows(0, n);
+    be_->upload(ids, tokens.data() + t0);
+    ForwardOptions o = opt;
+    if (opt.logits == LogitRows::kLast && t0 + n < T) o.logits = LogitRows::kNone;
+    std::vector<float> part = run_step(ids, o, trace);
+    cache.length += n;
+    logits.insert(logits.end(), part.begin(), part.end());
   }
-  cache.length = p0 + T;
-
-  norm(weights_.final_norm, h.data(), x.data());
-  std::vector<float> logits(static_cast<size_t>(T * V));
-  linear(weights_.lm_head, x.data(), T, logits.data());
   return logits;
+}
+
+std::vector<float> GlmDsaModel::decode(std::span<GlmDsaCache* const> caches, std::span<const int32_t> tokens) {
+  const GlmDsaConfig& c = config_;
+  const auto B = static_cast<int>(caches.size());
+  IS_CHECK(B >= 1 && tokens.size() == caches.size(), "GlmDsaModel::decode: ", tokens.size(), " tokens for ", B,
+           " sequences");
+  for (int b = 0; b < B; ++b) {
+    IS_CHECK(caches[static_cast<size_t>(b)] != nullptr, "GlmDsaModel::decode: sequence ", b, " is null");
+    IS_CHECK(tokens[static_cast<size_t>(b)] >= 0 && tokens[static_cast<size_t>(b)] < c.vocab_size,
+             "GlmDsaModel::decode: token id ", tokens[static_cast<size_t>(b)], " of sequence ", b,
+             " is outside the vocabulary [0, ", c.vocab_size, ")");
+    for (int j = 0; j < b; ++j)
+      IS_CHECK(caches[static_cast<size_t>(j)] != caches[static_cast<size_t>(b)], "GlmDsaModel::decode: sequence ", b,
+               " appears twice in the batch");
+  }
+  int max_pages = 0;
+  for (GlmDsaCache* cc : caches) {
+    ensure_pages(*cc, cc->length + 1);
+    max_pages = std::max(max_pages, static_cast<int>(cc->pages.size()));
+  }
+  step_.B = B;
+  step_.T = 1;
+  step_.q_start.assign(static_cast<size_t>(B), 0);
+  step_.max_pages = max_pages;
+  step_.table_host.assign(static_cast<size_t>(B) * max_pages, -1);
+  for (int b = 0; b < B; ++b) {
+    const GlmDsaCache& cc = *caches[static_cast<size_t>(b)];
+    step_.q_start[static_cast<size_t>(b)] = cc.length;
+    std::copy(cc.pages.begin(), cc.pages.end(), step_.table_host.begin() + static_cast<int64_t>(b) * max_pages);
+  }
+  backend::upload_step(*be_, step_, step_buffer_);
+  work_->ensure(*be_, c, B);
+  const Tensor ids = work_->ids.rows(0, B);
+  be_->upload(ids, tokens.data());
+  std::vector<float> logits = run_step(ids, {}, nullptr);
+  for (GlmDsaCache* cc : caches) cc->length += 1;
+  return logits;
+}
+
+void GlmDsaModel::fill_random(GlmDsaCache& cache, int64_t tokens, uint64_t seed) {
+  const GlmDsaConfig& c = config_;
+  IS_CHECK(tokens >= 0, "fill_random: tokens = ", tokens);
+  ensure_pages(cache, cache.length + tokens);
+  const float amp = 1.7320508f;  // uniform with std 1, like normalised latents and keys
+  backend::Step s;
+  Tensor buf;
+  const int64_t chunk = 8192;
+  Tensor lat = be_->alloc(DType::kF32, {chunk, c.latent_dim()});
+  Tensor key = be_->alloc(DType::kF32, {chunk, c.index_head_dim});
+  uint64_t n = 0;
+  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
+    const int64_t rows = std::min(chunk, tokens - t0);
+    s.B = 1;
+    s.T = rows;
+    s.q_start = {cache.length + t0};
+    s.max_pages = static_cast<int>(cache.pages.size());
+    s.table_host = cache.pages;
+    backend::upload_step(*be_, s, buf);
+    for (int i = 0; i < c.num_layers; ++i) {
+      const Tensor l = lat.rows(0, rows);
+      be_->fill_uniform(l, mix_seed(seed, ++n), amp);
+      be_->latent_write(*latent_[static_cast<size_t>(i)], s, l);
+      if (c.schedule.is_full(i)) {
+        const Tensor k = key.rows(0, rows);
+        be_->fill_uniform(k, mix_seed(seed, ++n), amp);
+        stack_->append_keys(i, s, k);
+      }
+    }
+  }
+  be_->synchronize();
+  cache.length += tokens;
 }
 
 }  // namespace indexshare::model

@@ -1,47 +1,81 @@
-// GLM-MoE-DSA / DeepSeek-V3.2 causal LM on the CPU (model_type glm_moe_dsa and deepseek_v32):
-// MLA + DeepSeek Sparse Attention with cross-layer indexer sharing, dense-MLP then MoE layers,
-// RMSNorm, LM head. Numerics follow transformers' GlmMoeDsaForCausalLM / DeepseekV32ForCausalLM
-// in fp32 (see glm_dsa_attention.h and glm_dsa_moe.h for the per-block equations).
+// GLM-MoE-DSA / DeepSeek-V3.2 causal LM (model_type glm_moe_dsa and deepseek_v32), written once
+// over the compute backend seam (backend/backend.h): the same code runs on the CPU (f32, matching
+// transformers' fp32 numerics) and on a Hopper GPU (f32, bf16 or block-scaled FP8 weights).
 //
-// Sharing: the F/S schedule is fixed at load (GlmDsaConfig::schedule). One top-k buffer
-// [T, index_topk] lives per forward call: F layers overwrite it with their indexer's picks, S
-// layers read it. S layers hold no indexer weights and no indexer-K cache.
+// Per layer (x = RMSNorm(h)):
+//   c_q = RMSNorm(q_a(x)); q = q_b(c_q) -> [H, nope + rope], RoPE on the rope slice (MLA pairing)
+//   [c_kv ; k_pe] = kv_a(x); c_kv = RMSNorm(c_kv); RoPE(k_pe); the latent [c_kv ; k_pe] goes to
+//   the layer's paged latent cache
+//   F layer: the lightning indexer (q_I = wq_b(c_q), k_I = LayerNorm(wk(x)), RoPE on their first
+//   rope dims with the indexer pairing, w = weights_proj(x)) runs in the DSA stack
+//   (share/dsa_stack.h), which fills the shared top-k buffer; S layers reuse it
+//   o = absorbed sparse MLA over the buffer's keys; h += o_proj(o)
+//   h += MLP or MoE(RMSNorm(h))
+// then RMSNorm and the LM head. The equations of each op are in backend/backend.h.
 //
-// Caching: forward() runs a block of new tokens after what the cache holds (prefill, chunked
-// prefill or one-token decode alike) and appends them. Every op is row-independent, so decoding
-// token by token gives the same logits as one prefill (bitwise with the scalar linear layer).
+// Caches are paged (backend::kPageTokens tokens a page, one page table per sequence shared by
+// every layer): a latent cache per layer, an indexer cache per F layer only (in the stack). A
+// GlmDsaCache is one sequence; it takes pages from the model's pool as it grows and gives them
+// back when destroyed. The pool holds ModelOptions::max_tokens tokens.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "model/glm_dsa_attention.h"
+#include "backend/backend.h"
 #include "model/glm_dsa_config.h"
 #include "model/glm_dsa_weights.h"
+#include "share/dsa_stack.h"
 
 namespace indexshare::model {
 
-struct GlmDsaCache {
-  std::vector<LayerCache> layers;
-  int64_t length = 0;  // tokens cached
-  // Bytes held by the MLA latent caches and the indexer-K caches.
-  size_t latent_bytes() const;
-  size_t index_k_bytes() const;
+class PagePool;
+
+// One sequence's place in the paged caches.
+class GlmDsaCache {
+ public:
+  GlmDsaCache() = default;
+  ~GlmDsaCache();
+  GlmDsaCache(GlmDsaCache&& o) noexcept;
+  GlmDsaCache& operator=(GlmDsaCache&& o) noexcept;
+  GlmDsaCache(const GlmDsaCache&) = delete;
+  GlmDsaCache& operator=(const GlmDsaCache&) = delete;
+
+  int64_t length = 0;          // tokens cached
+  std::vector<int32_t> pages;  // physical pages, in order
+
+ private:
+  friend class GlmDsaModel;
+  std::shared_ptr<PagePool> pool_;
+  void release();
 };
+
+struct ModelOptions {
+  backend::WeightFormat weights = backend::WeightFormat::kF32;
+  // Cache formats; unset = the backend's fastest for the model's dims.
+  std::optional<backend::CacheFormat> latent_cache, indexer_cache;
+  int64_t max_tokens = 4096;  // tokens of cache over all live sequences
+  int64_t max_step_rows = 4096;  // forward() runs longer inputs in chunks of this many tokens
+};
+
+enum class LogitRows { kAll, kLast, kNone };
 
 struct ForwardOptions {
   bool capture_topk = false;    // fill ForwardTrace::topk for every layer
   bool capture_scores = false;  // fill ForwardTrace::scores for F layers
   // Per layer [T * index_topk] (-1 padded), nullable: F layers use these sets instead of their
-  // own top-k (their indexer still runs and fills its cache). Used to compare attention
-  // numerics against a reference independently of top-k tie-breaking.
+  // own top-k (their keys still enter the indexer cache). Compares attention numerics against a
+  // reference independently of top-k tie-breaking.
   const std::vector<std::vector<int32_t>>* forced_topk = nullptr;
+  LogitRows logits = LogitRows::kAll;
 };
 
 struct ForwardTrace {
-  std::vector<std::vector<int32_t>> topk;  // [layer][T * index_topk], the set each layer used
+  std::vector<std::vector<int32_t>> topk;  // [layer][T * index_topk]: positions each layer attended
   std::vector<std::vector<float>> scores;  // [layer][T * length]: F layers' index scores
   int indexer_calls = 0;                   // F layers run in this call
   int shared_layers = 0;                   // S layers (reused a top-k) in this call
@@ -49,21 +83,72 @@ struct ForwardTrace {
 
 class GlmDsaModel {
  public:
-  GlmDsaModel(GlmDsaConfig config, GlmDsaWeights weights);
+  // Uploads `weights` (host f32, freed as they go) in options.weights format.
+  GlmDsaModel(GlmDsaConfig config, GlmDsaWeights weights, std::shared_ptr<backend::Backend> be = nullptr,
+              const ModelOptions& options = {});
+  // A model of random weights made on the backend (benchmarks): uniform values of amplitude
+  // 0.02 * sqrt(3) (std 0.02), norms 1, the same numbers on every backend for one seed.
+  static std::unique_ptr<GlmDsaModel> random(GlmDsaConfig config, std::shared_ptr<backend::Backend> be,
+                                             const ModelOptions& options, uint64_t seed);
+  ~GlmDsaModel();
+  GlmDsaModel(GlmDsaModel&&) noexcept;
 
   const GlmDsaConfig& config() const { return config_; }
-  const GlmDsaWeights& weights() const { return weights_; }
-  GlmDsaCache new_cache() const;
+  const ModelOptions& options() const { return options_; }
+  backend::Backend& backend() const { return *be_; }
+  share::DsaStack& stack() { return *stack_; }
+  const share::DsaStack& stack() const { return *stack_; }
+  bool has_indexer(int layer) const { return config_.schedule.is_full(layer); }
+  backend::CacheFormat latent_format() const { return latent_format_; }
+  backend::CacheFormat indexer_format() const { return stack_->options().format; }
+
+  GlmDsaCache new_cache();
+  int64_t free_tokens() const;  // pages not held by any sequence, in tokens
 
   // Runs `tokens` (ids in [0, vocab)) at positions cache.length, cache.length + 1, ...; appends
-  // them to the cache and returns the logits [tokens.size(), vocab]. Throws Error naming a bad
-  // token id (position and value) before touching the cache.
-  std::vector<float> forward(GlmDsaCache& cache, std::span<const int32_t> tokens,
-                             const ForwardOptions& opt = {}, ForwardTrace* trace = nullptr) const;
+  // them to the cache and returns the logits [rows, vocab] (rows per opt.logits). Throws Error
+  // naming a bad token id (position and value), or a cache too small, before touching the cache.
+  std::vector<float> forward(GlmDsaCache& cache, std::span<const int32_t> tokens, const ForwardOptions& opt = {},
+                             ForwardTrace* trace = nullptr);
+  // Batched decode: one new token per sequence in one step; logits [B, vocab].
+  std::vector<float> decode(std::span<GlmDsaCache* const> caches, std::span<const int32_t> tokens);
+
+  // Fills `cache` with `tokens` positions of random latents and indexer keys without running
+  // the model (benchmarks at a given depth); the values are uniform like random weights.
+  void fill_random(GlmDsaCache& cache, int64_t tokens, uint64_t seed);
+
+  size_t weight_bytes() const;
+  size_t latent_cache_bytes() const;
+  size_t indexer_cache_bytes() const { return stack_->indexer_cache_bytes(); }
 
  private:
+  struct Layer;
+  struct Work;
+  GlmDsaModel(GlmDsaConfig config, std::shared_ptr<backend::Backend> be, const ModelOptions& options);
+  void init_caches();
+  void upload(GlmDsaWeights&& w);
+  void ensure_pages(GlmDsaCache& c, int64_t length);
+  // One step over prepared step_ (rows = step_.rows()); returns logits of the chosen rows.
+  std::vector<float> run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace);
+  void layer_forward(int i, const ForwardOptions& opt, ForwardTrace* trace);
+
   GlmDsaConfig config_;
-  GlmDsaWeights weights_;
+  ModelOptions options_;
+  std::shared_ptr<backend::Backend> be_;
+  std::shared_ptr<PagePool> pool_;
+  std::vector<Layer> layers_;
+  backend::Weight embed_, lm_head_;
+  Tensor final_norm_;
+  Tensor inv_freq_;
+  backend::CacheFormat latent_format_ = backend::CacheFormat::kF32;
+  std::vector<std::unique_ptr<backend::LatentCache>> latent_;
+  std::unique_ptr<share::DsaStack> stack_;
+  std::unique_ptr<Work> work_;
+  backend::Step step_;
+  Tensor step_buffer_;
 };
+
+// The MoE router parameters of a config.
+backend::MoeSpec moe_spec(const GlmDsaConfig& c);
 
 }  // namespace indexshare::model

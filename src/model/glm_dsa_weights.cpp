@@ -5,7 +5,6 @@
 #include <set>
 
 #include "core/error.h"
-#include "ops/quant_matmul.h"
 
 namespace indexshare::model {
 namespace {
@@ -146,24 +145,6 @@ class Loader {
 };
 
 }  // namespace
-
-void linear(const Linear& l, const float* x, int64_t T, float* y) {
-  if (T <= 0 || l.out <= 0) return;
-  // ops::quant_matmul on f32 weights: AVX2 with a scalar fallback, one fixed operation order
-  // per output whatever the batch or thread count (row t of a batch == the T = 1 result).
-  ops::QMatmulParams p;
-  p.w = l.w.data();
-  p.type = GgmlType::kF32;
-  p.N = l.out;
-  p.K = l.in;
-  p.x = x;
-  p.M = T;
-  p.y = y;
-  ops::quant_matmul(p);
-  if (!l.b.empty())
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t o = 0; o < l.out; ++o) y[t * l.out + o] += l.b[static_cast<size_t>(o)];
-}
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(const GlmDsaConfig& c,
                                                                                 bool s_layer_indexers) {

@@ -1,5 +1,7 @@
-// Weights of a GLM-MoE-DSA / DeepSeek-V3.2 model, held in fp32, and their loading from a
-// WeightSource (the Hugging Face tensor names; src/io adapts safetensors to it).
+// Weights of a GLM-MoE-DSA / DeepSeek-V3.2 model as a checkpoint holds them, in host fp32 (FP8
+// checkpoints are dequantised exactly on reading), and their loading from a WeightSource (the
+// Hugging Face tensor names; src/io adapts safetensors to it). GlmDsaModel uploads them to its
+// backend in the weight format it runs (model/glm_dsa.h).
 //
 // Loading rules:
 //  - every tensor the config needs must exist with the expected shape, else Error naming the
@@ -38,10 +40,6 @@ struct Linear {
   std::vector<float> w;  // [out, in]
   std::vector<float> b;  // [out], empty = no bias
 };
-
-// y[T, out] = x[T, in] W^T (+ b), through ops::quant_matmul: a row's result does not depend on
-// T or on the thread count (decode == prefill bitwise).
-void linear(const Linear& l, const float* x, int64_t T, float* y);
 
 // down(silu(gate x) * up x)
 struct MlpWeights {

@@ -45,56 +45,96 @@ LlamaDsaBackend::LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt) : mc_
            " layers but the model has ", N);
   IS_CHECK(opt_.topk > 0, "DSA: top-k must be > 0, got ", opt_.topk);
   IS_CHECK(opt_.capacity > 0, "DSA: capacity must be > 0");
-  index_k_.resize(static_cast<size_t>(N));
+  share::DsaStackOptions so;
+  so.topk = opt_.topk;
+  so.pages = (opt_.capacity + backend::kPageTokens - 1) / backend::kPageTokens;
   if (opt_.selection == DsaSelection::kIndexer) {
     IS_CHECK(opt_.indexers != nullptr, "DSA: indexer selection needs indexer weights (--indexers)");
     IS_CHECK(static_cast<int>(opt_.indexers->layers.size()) == N, "DSA: the indexer file has ",
              opt_.indexers->layers.size(), " layers but the model has ", N);
     IS_CHECK(opt_.indexers->cfg.d_model == mc_.d_model, "DSA: the indexers read d_model ", opt_.indexers->cfg.d_model,
              " but the model's hidden size is ", mc_.d_model);
-    for (int l = 0; l < N; ++l) {
-      if (!opt_.schedule.is_full(l)) continue;  // S layers: no indexer, no indexer-K cache
-      IS_CHECK(opt_.indexers->has(l), "DSA: layer ", l, " is F in pattern ", opt_.schedule.pattern(),
-               " but the indexer file has no indexer for it");
-      index_k_[static_cast<size_t>(l)].assign(static_cast<size_t>(opt_.capacity) * opt_.indexers->cfg.head_dim, 0.0f);
-    }
-  }
+    for (int l = 0; l < N; ++l)
+      IS_CHECK(!opt_.schedule.is_full(l) || opt_.indexers->has(l), "DSA: layer ", l, " is F in pattern ",
+               opt_.schedule.pattern(), " but the indexer file has no indexer for it");
+    so.index_heads = opt_.indexers->cfg.heads;
+    so.index_dim = opt_.indexers->cfg.head_dim;
+    so.index_scale = opt_.indexers->cfg.score_scale();
+  }  // oracle: a stack without indexer caches, its F layers' sets come from set_topk
+  stack_ = std::make_unique<share::DsaStack>(opt_.schedule, so, cpu_);
+  // One sequence whose pages are 0, 1, 2, ...: positions are slots (physical == logical).
+  step_.B = 1;
+  step_.max_pages = static_cast<int>(so.pages);
+  step_.table_host.resize(static_cast<size_t>(so.pages));
+  for (int64_t p = 0; p < so.pages; ++p) step_.table_host[static_cast<size_t>(p)] = static_cast<int32_t>(p);
   stats_.assign(static_cast<size_t>(N), {});
   recorded_.assign(static_cast<size_t>(N), {});
 }
 
-size_t LlamaDsaBackend::indexer_state_bytes(int layer) const {
-  return index_k_.at(static_cast<size_t>(layer)).size() * sizeof(float);
+size_t LlamaDsaBackend::indexer_state_bytes(int layer) const { return stack_->indexer_cache_bytes(layer); }
+
+const DsaCounters& LlamaDsaBackend::counters() const {
+  const share::DsaCounters& c = stack_->counters();
+  counters_.indexer_calls = c.indexer_calls + c.forced_sets;
+  counters_.reused = c.shared_reuses;
+  return counters_;
 }
 
 void LlamaDsaBackend::begin_sequence() {
-  topk_rows_ = 0;
-  topk_pos0_ = -1;
+  step_.T = 0;
+  last_layer_ = -1;
+}
+
+void LlamaDsaBackend::begin(int64_t pos0, int64_t T) {
+  IS_CHECK(pos0 + T <= opt_.capacity, "DSA: context ", pos0 + T, " exceeds the indexer-K cache capacity ",
+           opt_.capacity);
+  step_.T = T;
+  step_.q_start = {pos0};
+  backend::upload_step(cpu_, step_, step_buffer_);
+  stack_->begin_step(step_);
+  last_layer_ = -1;
+}
+
+void LlamaDsaBackend::enter(const AttentionCall& a) {
+  const bool same_rows = step_.T == a.T && !step_.q_start.empty() && step_.q_start[0] == a.pos0;
+  if (!same_rows || a.layer <= last_layer_) begin(a.pos0, a.T);
+  last_layer_ = a.layer;
+}
+
+DsaSharedTopk LlamaDsaBackend::shared_topk() const {
+  const share::DsaSavedTopk s = stack_->save();
+  if (s.source < 0) return {};
+  return {s.logical, s.rows, step_.q_start[0], s.source};
 }
 
 void LlamaDsaBackend::restore_shared_topk(DsaSharedTopk s) {
   IS_CHECK(s.rows >= 0, "DSA restore_shared_topk: negative row count ", s.rows);
   IS_CHECK(static_cast<int64_t>(s.indices.size()) == s.rows * opt_.topk, "DSA restore_shared_topk: ",
            s.indices.size(), " indices for ", s.rows, " rows of top-", opt_.topk);
-  topk_ = std::move(s.indices);
-  topk_rows_ = s.rows;
-  topk_pos0_ = s.pos0;
+  if (s.rows == 0 || s.source < 0) {
+    begin_sequence();
+    return;
+  }
+  begin(s.pos0, s.rows);
+  // Identity pages: the physical slots are the positions.
+  stack_->restore({s.indices, s.indices, s.rows, s.source});
 }
 
-void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w,
-                                          std::vector<float>& kcache, int32_t* out) {
+void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w) {
   const auto& c = w.cfg;
-  IS_CHECK(a.L <= opt_.capacity, "DSA: context ", a.L, " exceeds the indexer-K cache capacity ", opt_.capacity);
-  std::vector<float> q(static_cast<size_t>(a.T) * c.heads * c.head_dim), hw(static_cast<size_t>(a.T) * c.heads);
-  learned_indexer_project(w, a.x_norm, a.T, a.pos0, q.data(), kcache.data() + a.pos0 * c.head_dim, hw.data());
-  learned_topk(c, q.data(), hw.data(), kcache.data(), a.T, a.L, a.pos0, opt_.topk, out);
+  std::vector<float> q(static_cast<size_t>(a.T) * c.heads * c.head_dim), k(static_cast<size_t>(a.T) * c.head_dim),
+      hw(static_cast<size_t>(a.T) * c.heads);
+  learned_indexer_project(w, a.x_norm, a.T, a.pos0, q.data(), k.data(), hw.data());
+  stack_->index(a.layer, Tensor::wrap(q.data(), DType::kF32, Device::kCpu, {a.T, int64_t{c.heads} * c.head_dim}),
+                Tensor::wrap(hw.data(), DType::kF32, Device::kCpu, {a.T, c.heads}),
+                Tensor::wrap(k.data(), DType::kF32, Device::kCpu, {a.T, c.head_dim}));
   double keys = 0.0;
   for (int64_t t = 0; t < a.T; ++t) keys += static_cast<double>(std::min(a.L, a.pos0 + t + 1));
   counters_.indexer_flops += 2.0 * static_cast<double>(a.T) * c.d_model * (c.heads * c.head_dim + c.head_dim + c.heads) +
                              2.0 * c.heads * c.head_dim * keys;
 }
 
-void LlamaDsaBackend::select_oracle(const AttentionCall& a, int32_t* out) {
+void LlamaDsaBackend::select_oracle(const AttentionCall& a) {
   probs_.resize(static_cast<size_t>(a.T * a.L));
   const float* keys = attention_keys_f32(a, int64_t{mc_.n_kv_heads} * mc_.head_dim, keys_f32_);
   ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
@@ -102,16 +142,18 @@ void LlamaDsaBackend::select_oracle(const AttentionCall& a, int32_t* out) {
   // Future keys are out of the running (their probability 0 could otherwise tie with real ones).
   for (int64_t t = 0; t < a.T; ++t)
     for (int64_t s = a.pos0 + t + 1; s < a.L; ++s) probs_[static_cast<size_t>(t * a.L + s)] = -std::numeric_limits<float>::infinity();
+  std::vector<int32_t> sel(static_cast<size_t>(a.T * opt_.topk), -1);
   ops::TopkParams tp;
   tp.scores = probs_.data();
   tp.T = a.T;
   tp.L = a.L;
   tp.k = opt_.topk;
-  tp.indices = out;
+  tp.indices = sel.data();
   ops::topk(tp);
+  stack_->set_topk(a.layer, sel);
 }
 
-void LlamaDsaBackend::measure(const AttentionCall& a) {
+void LlamaDsaBackend::measure(const AttentionCall& a, const int32_t* topk) {
   const int l = a.layer;
   auto& st = stats_[static_cast<size_t>(l)];
   const int64_t k = opt_.topk, stride = std::max<int64_t>(opt_.measure_stride, 1);
@@ -153,13 +195,13 @@ void LlamaDsaBackend::measure(const AttentionCall& a) {
     const float* row = probs_.data() + i * a.L;
     double mass = 0.0;
     for (int64_t j = 0; j < k; ++j) {
-      const int32_t s = topk_[static_cast<size_t>(t * k + j)];
+      const int32_t s = topk[t * k + j];
       if (s >= 0) mass += row[s];
     }
     st.recall_sum += mass;
     ++st.rows;
     if (!overlap) continue;
-    x.assign(topk_.begin() + t * k, topk_.begin() + (t + 1) * k);
+    x.assign(topk + t * k, topk + (t + 1) * k);
     y.assign(own_.begin() + i * k, own_.begin() + (i + 1) * k);
     x.erase(std::remove(x.begin(), x.end(), -1), x.end());
     y.erase(std::remove(y.begin(), y.end(), -1), y.end());
@@ -177,24 +219,18 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
   const int l = a.layer;
   const int64_t k = opt_.topk;
   IS_CHECK(l >= 0 && l < mc_.n_layers, "DSA: layer ", l, " out of range");
+  enter(a);
   if (opt_.schedule.is_full(l)) {
     const auto t0 = std::chrono::steady_clock::now();
-    topk_.assign(static_cast<size_t>(a.T * k), -1);
     if (opt_.selection == DsaSelection::kIndexer) {
-      select_with_indexer(a, *opt_.indexers->layers[static_cast<size_t>(l)], index_k_[static_cast<size_t>(l)],
-                          topk_.data());
+      select_with_indexer(a, *opt_.indexers->layers[static_cast<size_t>(l)]);
     } else {
-      select_oracle(a, topk_.data());
+      select_oracle(a);
     }
-    topk_rows_ = a.T;
-    topk_pos0_ = a.pos0;
-    ++counters_.indexer_calls;
     counters_.select_seconds += seconds_since(t0);
-  } else {
-    IS_CHECK(topk_rows_ == a.T && topk_pos0_ == a.pos0, "DSA: shared layer ", l,
-             " found no top-k from an F layer in this forward call (the first layer must be F)");
-    ++counters_.reused;
   }
+  // Physical slots == positions (identity pages), so the buffer indexes the KV cache directly.
+  const int32_t* topk = stack_->topk(l).as<int32_t>();
   const auto t1 = std::chrono::steady_clock::now();
   ops::SparseAttentionParams sp;
   sp.q = a.q;
@@ -202,7 +238,7 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
   sp.v = a.v;
   sp.k16 = a.k16;
   sp.v16 = a.v16;
-  sp.indices = topk_.data();
+  sp.indices = topk;
   sp.T = a.T;
   sp.L = a.L;
   sp.H = mc_.n_heads;
@@ -215,12 +251,12 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
   ops::sparse_attention(sp);
   ++counters_.sparse_calls;
   counters_.attention_seconds += seconds_since(t1);
-  if (opt_.measure) measure(a);
+  if (opt_.measure) measure(a, topk);
   if (opt_.record_stride > 0) {
     auto& rec = recorded_[static_cast<size_t>(l)];
     for (int64_t t = 0; t < a.T; ++t) {
       if ((a.pos0 + t) % opt_.record_stride != 0) continue;
-      std::vector<int32_t> s(topk_.begin() + t * k, topk_.begin() + (t + 1) * k);
+      std::vector<int32_t> s(topk + t * k, topk + (t + 1) * k);
       s.erase(std::remove(s.begin(), s.end(), -1), s.end());
       std::sort(s.begin(), s.end());
       rec.push_back(std::move(s));

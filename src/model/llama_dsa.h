@@ -1,13 +1,15 @@
 // DSA and IndexShare on a Llama-family model: an AttentionBackend that replaces each layer's
 // dense attention by sparse attention over a per-row top-k set.
 //
-// Per forward call (T new rows at positions [pos0, pos0 + T)):
-//   F layer: selects the top-k keys of every row into the ONE shared top-k buffer [T, k]:
-//            kIndexer — the layer's learned lightning indexer (q, w from the new rows, k appended
-//                       to the layer's indexer-K cache; F layers only), ops::indexer_topk;
-//            kOracle  — the layer's own true attention (head-averaged probabilities), exact top-k.
-//   S layer: runs no selection and holds no indexer weights or indexer-K cache; it reuses the
-//            buffer as the nearest F layer before it left it.
+// The sharing itself is the DSA stack's (share/dsa_stack.h, on the CPU backend): per forward
+// call (T new rows at positions [pos0, pos0 + T)) it holds the ONE shared top-k buffer and the
+// indexer-K caches of the F layers. This class only chooses how an F layer selects:
+//            kIndexer — the layer's learned lightning indexer (q, w, k projected from the new
+//                       rows; the stack appends k and runs the indexer + top-k);
+//            kOracle  — the layer's own true attention (head-averaged probabilities), exact
+//                       top-k, handed to the stack as the layer's set.
+//   S layer: runs no selection and holds no indexer weights or indexer-K cache; the stack gives
+//            it the buffer as the nearest F layer before it left it.
 //   every layer: ops::sparse_attention of its own q over its own K/V at the selected positions.
 // Once the context exceeds k this differs from dense attention; below it DSA is dense.
 //
@@ -21,8 +23,12 @@
 #include <optional>
 #include <vector>
 
+#include <memory>
+
+#include "backend/cpu_backend.h"
 #include "model/learned_indexer.h"
 #include "model/llama_model.h"
+#include "share/dsa_stack.h"
 #include "share/schedule.h"
 
 namespace indexshare::model {
@@ -58,8 +64,8 @@ struct DsaLayerStats {
 };
 
 struct DsaCounters {
-  int64_t indexer_calls = 0;   // F-layer selections
-  int64_t reused = 0;          // S-layer reuses
+  int64_t indexer_calls = 0;   // F-layer selections (the stack's indexer runs + oracle sets)
+  int64_t reused = 0;          // S-layer reuses (the stack's count)
   int64_t sparse_calls = 0;
   double indexer_flops = 0.0;  // projections + scores of the lightning indexer
   double select_seconds = 0.0; // time in selection (indexer + top-k, or oracle)
@@ -71,6 +77,7 @@ struct DsaSharedTopk {
   std::vector<int32_t> indices;  // [rows, topk], -1 = empty slot
   int64_t rows = 0;
   int64_t pos0 = -1;             // -1: no F layer has run since begin_sequence()
+  int source = -1;               // the F layer that filled it
 };
 
 class LlamaDsaBackend : public AttentionBackend {
@@ -79,7 +86,7 @@ class LlamaDsaBackend : public AttentionBackend {
   void begin_sequence() override;
   bool attend(const AttentionCall& a) override;
 
-  const DsaCounters& counters() const { return counters_; }
+  const DsaCounters& counters() const;
   const std::vector<DsaLayerStats>& layer_stats() const { return stats_; }
   // Recorded sets: per layer, per recorded row, the sorted selected positions.
   const std::vector<std::vector<std::vector<int32_t>>>& recorded() const { return recorded_; }
@@ -90,24 +97,28 @@ class LlamaDsaBackend : public AttentionBackend {
   // Save and restore the shared top-k buffer: a caller that resumes a forward at layer l from a
   // saved hidden state (LlamaModel::forward_layers) restores the buffer the F layer before l left,
   // and the S layers from l on reuse it as in an unbroken forward.
-  DsaSharedTopk shared_topk() const { return {topk_, topk_rows_, topk_pos0_}; }
+  DsaSharedTopk shared_topk() const;
   void restore_shared_topk(DsaSharedTopk s);
 
  private:
-  void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w, std::vector<float>& kcache,
-                           int32_t* out);
-  void select_oracle(const AttentionCall& a, int32_t* out);
-  void measure(const AttentionCall& a);
+  // Starts a stack step for this call's rows unless the call continues the current one.
+  void enter(const AttentionCall& a);
+  void begin(int64_t pos0, int64_t T);
+  void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w);
+  void select_oracle(const AttentionCall& a);
+  void measure(const AttentionCall& a, const int32_t* topk);
 
   LlamaConfig mc_;
   DsaOptions opt_;
-  std::vector<std::vector<float>> index_k_;  // per F layer: [capacity, D_I]
-  std::vector<int32_t> topk_;                // [T, k]
+  backend::CpuBackend cpu_;
+  std::unique_ptr<share::DsaStack> stack_;
+  backend::Step step_;                       // B = 1, identity page table
+  Tensor step_buffer_;
+  int last_layer_ = -1;                      // last layer attended in the current step
   std::vector<int32_t> own_;                 // [measured rows, k] the own indexer's sets
-  int64_t topk_rows_ = 0, topk_pos0_ = -1;
   std::vector<float> probs_;                 // [T or measured rows, L] scratch for oracle / measure
   std::vector<float> keys_f32_;              // [L, H_kv, Dh] widened f16 keys for oracle / measure
-  DsaCounters counters_;
+  mutable DsaCounters counters_;
   std::vector<DsaLayerStats> stats_;
   std::vector<std::vector<std::vector<int32_t>>> recorded_;
 };

@@ -1,0 +1,158 @@
+#include "share/dsa_stack.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "core/error.h"
+
+namespace indexshare::share {
+
+DsaStack::DsaStack(Schedule schedule, const DsaStackOptions& opt, backend::Backend& be)
+    : schedule_(std::move(schedule)), opt_(opt), be_(be) {
+  const bool selection_free = opt_.index_heads == 0 && opt_.index_dim == 0;
+  IS_CHECK(selection_free || opt_.index_heads >= 1, "DSA stack: index_heads = ", opt_.index_heads, " must be >= 1");
+  IS_CHECK(selection_free || opt_.index_dim >= 1, "DSA stack: index_dim = ", opt_.index_dim, " must be >= 1");
+  IS_CHECK(opt_.topk >= 1, "DSA stack: topk = ", opt_.topk, " must be >= 1");
+  IS_CHECK(opt_.pages >= 1, "DSA stack: pages = ", opt_.pages, " must be >= 1");
+  IS_CHECK(opt_.index_scale >= 0 && std::isfinite(opt_.index_scale), "DSA stack: index_scale = ", opt_.index_scale,
+           " must be finite and >= 0");
+  caches_.resize(static_cast<size_t>(schedule_.num_layers()));
+  if (selection_free) return;
+  if (opt_.index_scale == 0)
+    opt_.index_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(opt_.index_heads) * opt_.index_dim));
+  backend::IndexerSpec spec;
+  spec.heads = opt_.index_heads;
+  spec.dim = opt_.index_dim;
+  spec.topk = opt_.topk;
+  spec.scale = opt_.index_scale;
+  spec.format = opt_.format;
+  for (int i = 0; i < schedule_.num_layers(); ++i)
+    if (schedule_.is_full(i)) caches_[static_cast<size_t>(i)] = be_.new_indexer_cache(opt_.pages, spec);
+}
+
+const backend::Step& DsaStack::step() const {
+  IS_CHECK(step_ != nullptr, "DSA stack: no step has begun (call begin_step first)");
+  return *step_;
+}
+
+void DsaStack::check_full(int layer, const char* what) const {
+  IS_CHECK(layer >= 0 && layer < schedule_.num_layers(), "DSA stack: ", what, ": layer ", layer, " out of range [0, ",
+           schedule_.num_layers(), ")");
+  IS_CHECK(schedule_.is_full(layer), "DSA stack: ", what, ": layer ", layer, " is shared (S) in ", schedule_.pattern(),
+           " and runs no indexer");
+}
+
+void DsaStack::begin_step(const backend::Step& s) {
+  IS_CHECK(s.rows() >= 1, "DSA stack: a step needs at least one row");
+  const int64_t R = s.rows(), K = opt_.topk;
+  if (!logical_store_.defined() || logical_store_.dim(0) < R) {
+    const int64_t cap = std::max<int64_t>(R, 64);
+    logical_store_ = be_.alloc(DType::kI32, {cap, K});
+    physical_store_ = be_.alloc(DType::kI32, {cap, K});
+  }
+  logical_ = logical_store_.rows(0, R);
+  physical_ = physical_store_.rows(0, R);
+  step_ = &s;
+  source_ = -1;
+  ++counters_.steps;
+}
+
+void DsaStack::append_keys(int layer, const Tensor& k) { append_keys(layer, step(), k); }
+
+void DsaStack::append_keys(int layer, const backend::Step& s, const Tensor& k) {
+  check_full(layer, "append_keys");
+  IS_CHECK(caches_[static_cast<size_t>(layer)] != nullptr,
+           "DSA stack: this stack has no indexer (its sets are given with set_topk)");
+  be_.indexer_append(*caches_[static_cast<size_t>(layer)], s, k);
+}
+
+void DsaStack::index(int layer, const Tensor& q, const Tensor& w, const Tensor& k) {
+  append_keys(layer, k);
+  be_.indexer_select(*caches_[static_cast<size_t>(layer)], step(), q, w, logical_, physical_);
+  source_ = layer;
+  ++counters_.indexer_calls;
+}
+
+void DsaStack::set_topk(int layer, const std::vector<int32_t>& logical) {
+  check_full(layer, "set_topk");
+  const backend::Step& s = step();
+  IS_CHECK(static_cast<int64_t>(logical.size()) == s.rows() * opt_.topk, "DSA stack: set_topk got ", logical.size(),
+           " entries for ", s.rows(), " rows of top-", opt_.topk);
+  be_.upload(logical_, logical.data());
+  be_.to_physical(s, logical_, physical_);
+  source_ = layer;
+  ++counters_.forced_sets;
+}
+
+void DsaStack::check_source(int layer) const {
+  IS_CHECK(layer >= 0 && layer < schedule_.num_layers(), "DSA stack: layer ", layer, " out of range [0, ",
+           schedule_.num_layers(), ")");
+  const int src = schedule_.source(layer);
+  IS_CHECK(source_ == src, "DSA stack: layer ", layer, " reads the top-k of F layer ", src, " but ",
+           source_ < 0 ? std::string("no F layer has run in this step") : cat("the buffer holds layer ", source_, "'s"));
+}
+
+const Tensor& DsaStack::topk(int layer) {
+  check_source(layer);
+  if (!schedule_.is_full(layer)) ++counters_.shared_reuses;
+  return physical_;
+}
+
+const Tensor& DsaStack::topk_logical(int layer) const {
+  check_source(layer);
+  return logical_;
+}
+
+void DsaStack::scores(int layer, const Tensor& q, const Tensor& w, const Tensor& out) {
+  check_full(layer, "scores");
+  IS_CHECK(caches_[static_cast<size_t>(layer)] != nullptr, "DSA stack: this stack has no indexer");
+  be_.indexer_scores(*caches_[static_cast<size_t>(layer)], step(), q, w, out);
+}
+
+const backend::IndexerCache* DsaStack::cache(int layer) const {
+  IS_CHECK(layer >= 0 && layer < schedule_.num_layers(), "DSA stack: layer ", layer, " out of range");
+  return caches_[static_cast<size_t>(layer)].get();
+}
+
+size_t DsaStack::indexer_cache_bytes(int layer) const {
+  const auto* c = cache(layer);
+  return c ? c->bytes() : 0;
+}
+
+size_t DsaStack::indexer_cache_bytes() const {
+  size_t n = 0;
+  for (const auto& c : caches_)
+    if (c) n += c->bytes();
+  return n;
+}
+
+DsaSavedTopk DsaStack::save() const {
+  DsaSavedTopk s;
+  s.source = source_;
+  if (source_ < 0) return s;
+  s.rows = logical_.dim(0);
+  s.logical.resize(static_cast<size_t>(logical_.numel()));
+  s.physical.resize(static_cast<size_t>(physical_.numel()));
+  be_.download(s.logical.data(), logical_);
+  be_.download(s.physical.data(), physical_);
+  return s;
+}
+
+void DsaStack::restore(const DsaSavedTopk& s) {
+  const backend::Step& st = step();
+  if (s.source < 0) {
+    source_ = -1;
+    return;
+  }
+  IS_CHECK(s.rows == st.rows() && static_cast<int64_t>(s.logical.size()) == s.rows * opt_.topk &&
+               s.physical.size() == s.logical.size(),
+           "DSA stack: restore of ", s.rows, " rows into a step of ", st.rows());
+  IS_CHECK(s.source < schedule_.num_layers() && schedule_.is_full(s.source), "DSA stack: restore from layer ", s.source,
+           ", which is not an F layer");
+  be_.upload(logical_, s.logical.data());
+  be_.upload(physical_, s.physical.data());
+  source_ = s.source;
+}
+
+}  // namespace indexshare::share
