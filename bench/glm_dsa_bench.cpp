@@ -42,8 +42,8 @@ class RandomSource : public WeightSource {
   std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> t_;
 };
 
-const GlmDsaModel& bench_model() {
-  static const GlmDsaModel m = [] {
+GlmDsaModel& bench_model() {
+  static GlmDsaModel m = [] {
     GlmDsaConfig c;
     c.vocab_size = 4096;
     c.hidden_size = 512;
@@ -71,7 +71,9 @@ const GlmDsaModel& bench_model() {
     c.routed_scaling_factor = 2.5f;
     c.moe_layer = {false, true, true, true};
     RandomSource src(c);
-    return GlmDsaModel(c, load_glm_dsa_weights(c, src, nullptr));
+    ModelOptions o;
+    o.max_tokens = 2048;
+    return GlmDsaModel(c, load_glm_dsa_weights(c, src, nullptr), nullptr, o);
   }();
   return m;
 }
@@ -83,7 +85,7 @@ std::vector<int32_t> prompt(int64_t n) {
 }
 
 void BM_GlmDsaPrefill(benchmark::State& st) {
-  const auto& m = bench_model();
+  auto& m = bench_model();
   const auto ids = prompt(st.range(0));
   for (auto _ : st) {
     auto cache = m.new_cache();
@@ -94,14 +96,14 @@ void BM_GlmDsaPrefill(benchmark::State& st) {
 BENCHMARK(BM_GlmDsaPrefill)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond);
 
 void BM_GlmDsaDecodeStep(benchmark::State& st) {
-  const auto& m = bench_model();
+  auto& m = bench_model();
   auto cache = m.new_cache();
   m.forward(cache, prompt(st.range(0)));
-  const GlmDsaCache base = cache;
+  const int64_t base = cache.length;
   const std::vector<int32_t> next = {42};
   for (auto _ : st) {
     st.PauseTiming();
-    cache = base;
+    m.truncate(cache, base);
     st.ResumeTiming();
     benchmark::DoNotOptimize(m.forward(cache, next));
   }

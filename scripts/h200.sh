@@ -2,7 +2,7 @@
 # On the H200 machine: builds the CUDA kernels (cmake -DINDEXSHARE_CUDA=ON, no network), runs the
 # CUDA tests, then the benchmarks (ours, then PyTorch on the same GPU) and prints the table.
 #
-#   scripts/h200.sh [--quick] [--skip-tests] [--tests-only] [--sanitize] [--ncu] [--only SECTION]
+#   scripts/h200.sh [--quick] [--skip-tests] [--tests-only] [--build-only] [--sanitize] [--ncu] [--only SECTION]
 #
 # Logs and results go to $OUT (or out/h200). Build dependencies (fmt, nlohmann-json, CLI11,
 # GoogleTest, Google Benchmark, libpng) are taken from the system when present, else from
@@ -13,16 +13,17 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${OUT:-$root/out/h200}"
 build="${BUILD:-$root/build-h200}"
 debs="${DEBS:-$root/.deps/debs}"
-quick="" skip_tests="" tests_only="" sanitize="" ncu="" only=""
+quick="" skip_tests="" tests_only="" build_only="" sanitize="" ncu="" only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --skip-tests) skip_tests=1 ;;
     --tests-only) tests_only=1 ;;
+    --build-only) build_only=1 ;;
     --sanitize) sanitize=1 ;;
     --ncu) ncu=1 ;;
     --only) only="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--skip-tests] [--tests-only] [--sanitize] [--ncu] [--only SECTION]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--skip-tests] [--tests-only] [--build-only] [--sanitize] [--ncu] [--only SECTION]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -58,9 +59,10 @@ echo "== build"
 t0=$(date +%s)
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DINDEXSHARE_CUDA=ON "${prefix_args[@]}" \
   > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
-cmake --build "$build" --target indexshare_cuda_tests h200_bench -j "$(nproc)" >> "$out/build.log" 2>&1 \
-  || { grep -E "error|Error" -A5 "$out/build.log" | head -60; exit 1; }
+cmake --build "$build" --target indexshare_cuda_tests h200_bench long_context_bench indexshare -j "$(nproc)" \
+  >> "$out/build.log" 2>&1 || { grep -E "error|Error" -A5 "$out/build.log" | head -60; exit 1; }
 echo "  built in $(( $(date +%s) - t0 )) s"
+[ -n "$build_only" ] && exit 0
 
 status=0
 if [ -z "$skip_tests" ]; then

@@ -395,7 +395,8 @@ inline void run_mla(Backend& be, uint64_t seed, int H, int nope, int rope, int v
   const std::vector<int64_t> q0 = {130, 70};
   const auto pages = scattered_pages(B, 140);
   const auto kv_b = uniform(rng, static_cast<size_t>(H) * (nope + v) * kvr, 0.2f);
-  const backend::MlaWeights w = be.upload_mla(kv_b, H, nope, v, kvr);
+  const WeightFormat wf = cf == CacheFormat::kF32 ? WeightFormat::kF32 : WeightFormat::kBf16;
+  const backend::MlaWeights w = be.upload_mla(kv_b, H, nope, v, kvr, wf);
   auto cache = be.new_latent_cache(static_cast<int64_t>(B * pages[0].size()), kvr, rope, cf);
   // Write every sequence's latents: positions [0, q0 + T), one step per sequence.
   std::vector<std::vector<float>> lat(B);

@@ -8,6 +8,9 @@
 #include "command.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#ifdef INDEXSHARE_HAVE_CUDA
+#include "cuda/engine/cuda_backend.h"
+#endif
 
 namespace indexshare::cli {
 std::vector<CommandInfo>& command_registry() {
@@ -18,6 +21,9 @@ std::vector<CommandInfo>& command_registry() {
 
 int main(int argc, char** argv) {
   using namespace indexshare;
+#ifdef INDEXSHARE_HAVE_CUDA
+  cuda::register_cuda_backend();
+#endif
   CLI::App app{"IndexShare: sparse attention (DSA) with cross-layer indexer sharing"};
   app.require_subcommand(1);
   int threads = 0;

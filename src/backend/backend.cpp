@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend/cpu_backend.h"
+#include "core/counter_hash.h"
 #include "core/error.h"
 
 namespace indexshare::backend {
@@ -186,6 +187,13 @@ Weight Backend::random_weight(WeightFormat f, int64_t groups, int64_t N, int64_t
     }
   }
   return w;
+}
+
+MlaWeights Backend::random_mla(int heads, int nope, int v_dim, int kv_lora, WeightFormat format, uint64_t seed,
+                               float amplitude) {
+  std::vector<float> kv_b(static_cast<size_t>(heads) * (nope + v_dim) * kv_lora);
+  for (size_t i = 0; i < kv_b.size(); ++i) kv_b[i] = counter_uniform(seed, i, amplitude);
+  return upload_mla(kv_b, heads, nope, v_dim, kv_lora, format);
 }
 
 void upload_step(Backend& be, Step& s, Tensor& buffer) {

@@ -191,10 +191,16 @@ class Backend {
   virtual bool supports(WeightFormat f) const = 0;
   Weight upload_weight(const HostWeight& w);
   // A weight of random values (fill_uniform; fp8: random codes in [-448, 448] with block scale
-  // amplitude / 448), for benchmarks: W[n, k] is the same on every backend for one seed.
-  Weight random_weight(WeightFormat f, int64_t groups, int64_t N, int64_t K, uint64_t seed, float amplitude);
-  virtual MlaWeights upload_mla(const std::vector<float>& kv_b, int heads, int nope, int v_dim, int kv_lora) = 0;
-  virtual MlaWeights random_mla(int heads, int nope, int v_dim, int kv_lora, uint64_t seed, float amplitude) = 0;
+  // amplitude / 448), for benchmarks: W[n, k] is the same on every backend for one seed (a
+  // backend without fp8 weights returns the dequantised values in f32).
+  virtual Weight random_weight(WeightFormat f, int64_t groups, int64_t N, int64_t K, uint64_t seed, float amplitude);
+  // kv_b [H * (nope + v), kv_lora] split into W_UK / W_UV, held in f32 (format kF32) or in bf16
+  // (bf16 and fp8 models; the CPU keeps f32 storage of the bf16-rounded values).
+  virtual MlaWeights upload_mla(const std::vector<float>& kv_b, int heads, int nope, int v_dim, int kv_lora,
+                                WeightFormat format) = 0;
+  // The same for kv_b filled with fill_uniform(seed, amplitude).
+  MlaWeights random_mla(int heads, int nope, int v_dim, int kv_lora, WeightFormat format, uint64_t seed,
+                        float amplitude);
 
   // ---- ops (x, y: f32 activations) ----
   virtual void embed(const Weight& table, const Tensor& ids, const Tensor& out) = 0;  // [V, d] f32|bf16

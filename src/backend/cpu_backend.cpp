@@ -199,27 +199,40 @@ void CpuBackend::fill_uniform(const Tensor& t, uint64_t seed, float amplitude) {
 size_t CpuBackend::bytes_in_use() const { return stats_->in_use.load(); }
 size_t CpuBackend::peak_bytes() const { return stats_->peak.load(); }
 
-MlaWeights CpuBackend::upload_mla(const std::vector<float>& kv_b, int heads, int nope, int v_dim, int kv_lora) {
+MlaWeights CpuBackend::upload_mla(const std::vector<float>& kv_b, int heads, int nope, int v_dim, int kv_lora,
+                                  WeightFormat format) {
   IS_CHECK(static_cast<int64_t>(kv_b.size()) == int64_t{heads} * (nope + v_dim) * kv_lora, "mla: kv_b has ",
            kv_b.size(), " values, expected ", heads, " x (", nope, " + ", v_dim, ") x ", kv_lora);
   MlaWeights w{heads, nope, v_dim, kv_lora, alloc(DType::kF32, {heads, nope, kv_lora}),
                alloc(DType::kF32, {heads, v_dim, kv_lora})};
   float* uk = w.w_uk.as<float>();
   float* uv = w.w_uv.as<float>();
+  const bool round = format != WeightFormat::kF32;  // bf16 / fp8 models hold W_UK, W_UV in bf16
+  auto val = [&](float x) { return round ? bf16_to_f32(f32_to_bf16(x)) : x; };
   for (int h = 0; h < heads; ++h) {
     const float* blk = kv_b.data() + static_cast<size_t>(h) * (nope + v_dim) * kv_lora;
-    std::copy_n(blk, static_cast<size_t>(nope) * kv_lora, uk + static_cast<size_t>(h) * nope * kv_lora);
-    std::copy_n(blk + static_cast<size_t>(nope) * kv_lora, static_cast<size_t>(v_dim) * kv_lora,
-                uv + static_cast<size_t>(h) * v_dim * kv_lora);
+    std::transform(blk, blk + static_cast<size_t>(nope) * kv_lora, uk + static_cast<size_t>(h) * nope * kv_lora, val);
+    std::transform(blk + static_cast<size_t>(nope) * kv_lora, blk + static_cast<size_t>(nope + v_dim) * kv_lora,
+                   uv + static_cast<size_t>(h) * v_dim * kv_lora, val);
   }
   return w;
 }
 
-MlaWeights CpuBackend::random_mla(int heads, int nope, int v_dim, int kv_lora, uint64_t seed, float amplitude) {
-  // The same values as a kv_b [H * (nope + v), kv_lora] filled with fill_uniform(seed).
-  std::vector<float> kv_b(static_cast<size_t>(heads) * (nope + v_dim) * kv_lora);
-  for (size_t i = 0; i < kv_b.size(); ++i) kv_b[i] = counter_uniform(seed, i, amplitude);
-  return upload_mla(kv_b, heads, nope, v_dim, kv_lora);
+Weight CpuBackend::random_weight(WeightFormat f, int64_t groups, int64_t N, int64_t K, uint64_t seed, float amplitude) {
+  if (f != WeightFormat::kFp8Block) return Backend::random_weight(f, groups, N, K, seed, amplitude);
+  Weight w;
+  w.format = WeightFormat::kF32;
+  w.groups = groups;
+  w.N = N;
+  w.K = K;
+  w.data = alloc(DType::kF32, {groups, N, K});
+  float* p = w.data.as<float>();
+  const float scale = amplitude / kFp8E4M3Max;
+  parallel_for(w.data.numel(), 1 << 14, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      p[i] = fp8e4m3_to_f32(f32_to_fp8e4m3(counter_uniform(seed, static_cast<uint64_t>(i), kFp8E4M3Max))) * scale;
+  });
+  return w;
 }
 
 void CpuBackend::embed(const Weight& table, const Tensor& ids, const Tensor& out) {

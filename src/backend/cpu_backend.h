@@ -27,8 +27,10 @@ class CpuBackend final : public Backend {
   size_t peak_bytes() const override;
 
   bool supports(WeightFormat f) const override { return f != WeightFormat::kFp8Block; }
-  MlaWeights upload_mla(const std::vector<float>& kv_b, int heads, int nope, int v_dim, int kv_lora) override;
-  MlaWeights random_mla(int heads, int nope, int v_dim, int kv_lora, uint64_t seed, float amplitude) override;
+  // fp8: the dequantised values of the codes the other backends draw, held in f32.
+  Weight random_weight(WeightFormat f, int64_t groups, int64_t N, int64_t K, uint64_t seed, float amplitude) override;
+  MlaWeights upload_mla(const std::vector<float>& kv_b, int heads, int nope, int v_dim, int kv_lora,
+                        WeightFormat format) override;
 
   void embed(const Weight& table, const Tensor& ids, const Tensor& out) override;
   void rms_norm(const NormArgs& a) override;

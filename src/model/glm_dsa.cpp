@@ -20,7 +20,7 @@ using backend::WeightFormat;
 
 class PagePool {
  public:
-  explicit PagePool(int64_t pages) : total_(pages) {
+  explicit PagePool(int64_t pages) : total_(pages), refs_(static_cast<size_t>(pages), 0) {
     free_.reserve(static_cast<size_t>(pages));
     for (int64_t p = pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));  // hands out 0, 1, 2, ...
   }
@@ -30,11 +30,16 @@ class PagePool {
              " tokens, ModelOptions::max_tokens / --max-tokens) are held by live sequences");
     const int32_t p = free_.back();
     free_.pop_back();
+    refs_[static_cast<size_t>(p)] = 1;
     return p;
+  }
+  void share(int32_t p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++refs_[static_cast<size_t>(p)];
   }
   void give(int32_t p) {
     std::lock_guard<std::mutex> lock(mu_);
-    free_.push_back(p);
+    if (--refs_[static_cast<size_t>(p)] == 0) free_.push_back(p);
   }
   int64_t free_pages() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -46,6 +51,7 @@ class PagePool {
   int64_t total_;
   mutable std::mutex mu_;
   std::vector<int32_t> free_;
+  std::vector<int32_t> refs_;  // sequences holding each page
 };
 
 GlmDsaCache::~GlmDsaCache() { release(); }
@@ -182,7 +188,8 @@ CacheFormat pick(const std::optional<CacheFormat>& want, const std::vector<Cache
 GlmDsaModel::GlmDsaModel(GlmDsaConfig config, std::shared_ptr<backend::Backend> be, const ModelOptions& options)
     : config_(std::move(config)), options_(options), be_(be ? std::move(be) : backend::make_backend(Device::kCpu)) {
   config_.validate();
-  IS_CHECK(options_.max_tokens >= 1, "GlmDsaModel: max_tokens = ", options_.max_tokens, " must be >= 1");
+  IS_CHECK(options_.max_tokens >= 1 && options_.max_tokens <= (int64_t{1} << 31) - kPageTokens,
+           "GlmDsaModel: max_tokens = ", options_.max_tokens, " must be in [1, 2^31 - 64] (cache slots are int32)");
   IS_CHECK(options_.max_step_rows >= 1, "GlmDsaModel: max_step_rows must be >= 1");
   work_ = std::make_unique<Work>();
 }
@@ -244,7 +251,7 @@ void GlmDsaModel::upload(GlmDsaWeights&& w) {
     l.q_b = upload_linear(be, L.q_b, f);
     l.kv_a = upload_linear(be, L.kv_a, f);
     l.o = upload_linear(be, L.o, f);
-    l.mla = be.upload_mla(L.kv_b.w, c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank);
+    l.mla = be.upload_mla(L.kv_b.w, c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank, f);
     free_vec(L.kv_b.w);
     l.full = L.has_indexer;
     if (l.full) {
@@ -299,7 +306,7 @@ std::unique_ptr<GlmDsaModel> GlmDsaModel::random(GlmDsaConfig config, std::share
     l.q_b = rw(f, 1, H * c.qk_head_dim(), c.q_lora_rank);
     l.kv_a = rw(f, 1, c.latent_dim(), d);
     l.o = rw(f, 1, d, H * c.v_head_dim);
-    l.mla = b.random_mla(c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank, next(), a);
+    l.mla = b.random_mla(c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank, f, next(), a);
     l.full = c.schedule.is_full(i);
     if (l.full) {
       l.wq_b = rw(f, 1, int64_t{c.index_n_heads} * c.index_head_dim, c.q_lora_rank);
@@ -369,6 +376,31 @@ size_t GlmDsaModel::latent_cache_bytes() const {
   size_t n = 0;
   for (const auto& l : latent_) n += l->bytes();
   return n;
+}
+
+GlmDsaCache GlmDsaModel::fork(const GlmDsaCache& src) {
+  IS_CHECK(src.pool_ == pool_, "GlmDsaModel::fork: the cache belongs to another model");
+  IS_CHECK(src.length % kPageTokens == 0, "GlmDsaModel::fork: the source holds ", src.length,
+           " tokens, not a multiple of the page size ", kPageTokens, " (its last page would have to be copied)");
+  GlmDsaCache c = new_cache();
+  const auto used = static_cast<size_t>(src.length / kPageTokens);
+  for (size_t j = 0; j < used; ++j) {
+    pool_->share(src.pages[j]);
+    c.pages.push_back(src.pages[j]);
+  }
+  c.length = src.length;
+  return c;
+}
+
+void GlmDsaModel::truncate(GlmDsaCache& cache, int64_t length) {
+  IS_CHECK(length >= 0 && length <= cache.length, "GlmDsaModel::truncate: length ", length, " outside [0, ",
+           cache.length, "]");
+  const auto keep = static_cast<size_t>((length + kPageTokens - 1) / kPageTokens);
+  while (cache.pages.size() > keep) {
+    pool_->give(cache.pages.back());
+    cache.pages.pop_back();
+  }
+  cache.length = length;
 }
 
 // ---- forward --------------------------------------------------------------------------------

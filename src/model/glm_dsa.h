@@ -116,6 +116,12 @@ class GlmDsaModel {
   // Fills `cache` with `tokens` positions of random latents and indexer keys without running
   // the model (benchmarks at a given depth); the values are uniform like random weights.
   void fill_random(GlmDsaCache& cache, int64_t tokens, uint64_t seed);
+  // A new sequence that shares `src`'s cached tokens (prefix sharing: the pages are shared, not
+  // copied; each sequence writes its new tokens into pages of its own). src.length must be a
+  // multiple of the page size (backend::kPageTokens), else Error.
+  GlmDsaCache fork(const GlmDsaCache& src);
+  // Forgets the tokens at positions >= length (pages past it go back to the pool).
+  void truncate(GlmDsaCache& cache, int64_t length);
 
   size_t weight_bytes() const;
   size_t latent_cache_bytes() const;
