@@ -387,10 +387,10 @@ inline void case_moe(Backend& be, uint64_t seed) {
 
 // Absorbed sparse MLA over a paged latent cache. Reference in the expanded form:
 //   logit_s = scale (q_nope . W_UK c_kv[s] + q_pe . k_pe[s]),  o = W_UV sum_s p_s c_kv[s].
-inline void run_mla(Backend& be, uint64_t seed, int H, int nope, int rope, int v, int kvr, CacheFormat cf,
+inline void run_mla(Backend& be, uint64_t seed, int H, int nope, int rope, int v, int kvr, int K, CacheFormat cf,
                     const std::string& label) {
   std::mt19937_64 rng(seed);
-  const int ld = kvr + rope, qk = nope + rope, B = 2, K = 24;
+  const int ld = kvr + rope, qk = nope + rope, B = 2;
   const int64_t T = 3;
   const std::vector<int64_t> q0 = {130, 70};
   const auto pages = scattered_pages(B, 140);
@@ -483,10 +483,14 @@ inline void run_mla(Backend& be, uint64_t seed, int H, int nope, int rope, int v
 }
 
 inline void case_mla(Backend& be, uint64_t seed) {
-  for (CacheFormat cf : be.latent_formats(32, 16, 4)) run_mla(be, seed, 4, 16, 16, 24, 32, cf, "H4 kvr32 " + std::string(backend::cache_format_name(cf)));
-  // The production latent (512 + 64), where a backend may offer a faster format.
+  for (CacheFormat cf : be.latent_formats(32, 16, 4))
+    run_mla(be, seed, 4, 16, 16, 24, 32, 24, cf, "H4 kvr32 K24 " + std::string(backend::cache_format_name(cf)));
+  // The production latent (512 + 64), where a backend may offer a faster format; K = 256 slots
+  // (partly -1) also takes a backend's split-KV path for small batches.
   for (CacheFormat cf : be.latent_formats(512, 64, 16))
-    run_mla(be, seed + 1, 16, 32, 64, 32, 512, cf, "H16 kvr512 " + std::string(backend::cache_format_name(cf)));
+    for (int K : {24, 256})
+      run_mla(be, seed + 1, 16, 32, 64, 32, 512, K, cf,
+              "H16 kvr512 K" + std::to_string(K) + " " + std::string(backend::cache_format_name(cf)));
 }
 
 // Indexer: keys appended in two steps (a prefix, then the query rows), top-k of B sequences over

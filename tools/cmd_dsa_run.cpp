@@ -75,11 +75,19 @@ Device parse_device(const std::string& s) {
 int run_dsa_model(const DsaRunArgs& a) {
   IS_CHECK(!a.model_dir.empty() || (!a.config.empty() && !a.weights.empty()),
            "give --model DIR, or --config FILE and --weights PATH");
-  IS_CHECK(a.tokens.empty() != a.tokens_file.empty(), "give exactly one of --tokens and --tokens-file");
-  IS_CHECK(a.perplexity || a.generate > 0, "nothing to do: give --perplexity and/or --generate N");
-  const std::vector<int32_t> ids = a.tokens.empty() ? parse_ids(io::read_text_file(a.tokens_file), a.tokens_file)
-                                                    : parse_ids(a.tokens, "--tokens");
-  IS_CHECK(!ids.empty(), "no token ids given");
+  IS_CHECK(a.tokens.empty() == !a.tokens_files.empty(), "give exactly one of --tokens and --tokens-file");
+  IS_CHECK(a.perplexity || a.generate > 0 || !a.logits_out.empty(),
+           "nothing to do: give --perplexity, --generate N and/or --logits-out FILE");
+  IS_CHECK(a.logits_rows >= 1, "--logits-rows must be >= 1");
+  std::vector<std::vector<int32_t>> lists;
+  if (a.tokens_files.empty()) lists.push_back(parse_ids(a.tokens, "--tokens"));
+  for (const auto& f : a.tokens_files) lists.push_back(parse_ids(io::read_text_file(f), f));
+  for (const auto& l : lists) IS_CHECK(!l.empty(), "no token ids given");
+  IS_CHECK(lists.size() == 1 || (!a.perplexity && a.generate == 0),
+           "--perplexity and --generate take one --tokens-file (several are for timings and --logits-out)");
+  const std::vector<int32_t>& ids = lists[0];
+  size_t longest = 0;
+  for (const auto& l : lists) longest = std::max(longest, l.size());
   IS_CHECK(!a.perplexity || ids.size() >= 2, "--perplexity needs at least 2 token ids");
 
   const std::string cfg = a.config.empty() ? a.model_dir + "/config.json" : a.config;
@@ -93,10 +101,10 @@ int run_dsa_model(const DsaRunArgs& a) {
                    : parse_weight_format(a.weight_format);
   mo.latent_cache = parse_cache_format(a.latent_cache, "--latent-cache");
   mo.indexer_cache = parse_cache_format(a.indexer_cache, "--indexer-cache");
-  const int64_t needed = static_cast<int64_t>(ids.size()) + a.generate;
-  IS_CHECK(a.max_tokens == 0 || a.max_tokens >= needed, "--max-tokens ", a.max_tokens, " is below the ", needed,
+  const int64_t needed = static_cast<int64_t>(longest) + a.generate;
+  IS_CHECK(a.max_tokens == 0 || a.max_tokens >= needed, "--ctx ", a.max_tokens, " is below the ", needed,
            " tokens this run needs (ids + --generate)");
-  mo.max_tokens = a.max_tokens > 0 ? a.max_tokens : needed;
+  mo.max_tokens = a.max_tokens > 0 ? a.max_tokens : (a.warmup ? 2 : 1) * needed + 64;
   mo.max_step_rows = a.chunk;
   std::shared_ptr<backend::Backend> be = backend::make_backend(device);
   const auto t_load = std::chrono::steady_clock::now();
@@ -106,14 +114,33 @@ int run_dsa_model(const DsaRunArgs& a) {
   const auto& c = m.config();
   const int64_t V = c.vocab_size;
 
-  auto cache = m.new_cache();
   model::ForwardTrace tr;
-  const auto t_pre = std::chrono::steady_clock::now();
   model::ForwardOptions fo;
   fo.logits = a.perplexity ? model::LogitRows::kAll : model::LogitRows::kLast;
-  std::vector<float> logits = m.forward(cache, ids, fo, &tr);
-  be->synchronize();
-  const double prefill_s = seconds_since(t_pre);
+  std::vector<double> run_s;
+  model::GlmDsaCache cache;
+  std::vector<float> logits;
+  for (size_t i = 0; i < lists.size(); ++i) {
+    fo.last_rows = std::min<int64_t>(a.logits_rows, static_cast<int64_t>(lists[i].size()));
+    if (a.warmup) {
+      auto w = m.new_cache();
+      m.forward(w, lists[i], fo);
+    }
+    cache = m.new_cache();
+    const auto t_pre = std::chrono::steady_clock::now();
+    logits = m.forward(cache, lists[i], fo, i == 0 ? &tr : nullptr);
+    be->synchronize();
+    run_s.push_back(seconds_since(t_pre));
+    if (!a.logits_out.empty()) {
+      const int64_t rows = std::min<int64_t>(a.logits_rows, static_cast<int64_t>(logits.size()) / V);
+      const std::string path = lists.size() == 1 ? a.logits_out : a.logits_out + "." + std::to_string(i);
+      std::ofstream f(path, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(logits.data() + logits.size() - static_cast<size_t>(rows * V)),
+              static_cast<std::streamsize>(rows * V * sizeof(float)));
+      IS_CHECK(f.good(), "--logits-out: cannot write ", path);
+    }
+  }
+  const double prefill_s = run_s[0];
 
   double nll = 0;
   const int64_t n_pred = static_cast<int64_t>(ids.size()) - 1;
@@ -165,6 +192,9 @@ int run_dsa_model(const DsaRunArgs& a) {
     if (a.perplexity) out["nll"] = nll, out["perplexity"] = std::exp(nll), out["predictions"] = n_pred;
     if (a.generate > 0) out["generated"] = generated;
     out["seconds"] = {{"load", load_s}, {"prefill", prefill_s}, {"decode", decode_s}};
+    out["runs"] = json::array();
+    for (size_t i = 0; i < lists.size(); ++i)
+      out["runs"].push_back({{"tokens", lists[i].size()}, {"prefill_seconds", run_s[i]}});
     out["warnings"] = warnings;
     fmt::print("{}\n", out.dump(2));
     return 0;
@@ -196,7 +226,8 @@ CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token
                        app.add_option("--config", a->config, "config.json (instead of --model)");
                        app.add_option("--weights", a->weights, "safetensors file or directory (instead of --model)");
                        app.add_option("--tokens", a->tokens, "token ids, comma or space separated");
-                       app.add_option("--tokens-file", a->tokens_file, "file of token ids");
+                       app.add_option("--tokens-file", a->tokens_files,
+                                      "file of token ids (repeatable: each file is its own sequence)");
                        app.add_option("--generate", a->generate, "greedy-generate N tokens after the ids")
                            ->check(CLI::NonNegativeNumber);
                        app.add_flag("--perplexity", a->perplexity, "mean NLL / perplexity of the ids");
@@ -207,9 +238,13 @@ CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token
                                       "the CPU, bf16 on CUDA");
                        app.add_option("--latent-cache", a->latent_cache, "MLA latent cache: f32 or bf16 (default: fastest)");
                        app.add_option("--indexer-cache", a->indexer_cache, "indexer key cache: f32 or fp8 (default: fastest)");
-                       app.add_option("--max-tokens", a->max_tokens, "cache capacity in tokens (default: what the run needs)")
+                       app.add_option("-c,--ctx", a->max_tokens, "cache capacity in tokens (default: what the run needs)")
                            ->check(CLI::NonNegativeNumber);
                        app.add_option("--chunk", a->chunk, "prefill chunk in tokens (default 4096)")->check(CLI::PositiveNumber);
+                       app.add_option("--logits-out", a->logits_out, "write the logits of the last --logits-rows ids (raw f32)");
+                       app.add_option("--logits-rows", a->logits_rows, "rows for --logits-out (default 1)")
+                           ->check(CLI::PositiveNumber);
+                       app.add_flag("--warmup", a->warmup, "run the prefill once before the timed run");
                        return [a] { return run_dsa_model(*a); };
                      });
 

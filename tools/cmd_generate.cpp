@@ -36,6 +36,7 @@ struct GenerateArgs {
   int max_tokens = 64;
   int64_t ctx = 0;
   std::string kv = "f16";
+  std::string device = "cpu";
   model::SamplerOptions sampling;
   DsaArgs dsa;
 };
@@ -45,8 +46,11 @@ int run(const GenerateArgs& a) {
     IS_CHECK(!a.tokens.empty(), "generate: ", a.model, " is a model directory without a tokenizer; give --tokens IDS");
     IS_CHECK(!a.dsa.dsa, "generate: --dsa is for GGUF models; a model directory runs its own indexers");
     IS_CHECK(a.sampling.temperature == 0.0f, "generate: model directories are decoded greedily (--temp 0)");
-    return run_dsa_model({.model_dir = a.model, .tokens = a.tokens, .generate = a.max_tokens});
+    return run_dsa_model(
+        {.model_dir = a.model, .tokens = a.tokens, .generate = a.max_tokens, .device = a.device, .max_tokens = a.ctx});
   }
+  IS_CHECK(parse_device(a.device) == Device::kCpu,
+           "generate: GGUF (Llama-family) models run on the CPU; --device cuda is for model directories");
   IS_CHECK(a.tokens.empty(), "generate: --tokens is for model directories; give --prompt TEXT for a GGUF model");
   IS_CHECK(!a.prompt.empty(), "generate: the prompt is empty (give --prompt TEXT)");
   IS_CHECK(a.max_tokens >= 0, "generate: --max-tokens must be >= 0");
@@ -118,6 +122,7 @@ CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model"
   app.add_option("--system", a->system, "system message for --chat");
   app.add_option("-n,--max-tokens", a->max_tokens, "tokens to generate")->capture_default_str();
   app.add_option("-c,--ctx", a->ctx, "KV-cache size in tokens (default: prompt + max-tokens)");
+  app.add_option("--device", a->device, "cpu or cuda (cuda: model directories)")->capture_default_str();
   app.add_option("--kv", a->kv, "KV-cache type: f16 or f32")->capture_default_str();
   app.add_option("--temp", a->sampling.temperature, "temperature (0 = greedy)")->capture_default_str();
   app.add_option("--top-p", a->sampling.top_p, "nucleus sampling threshold")->capture_default_str();

@@ -23,14 +23,18 @@ struct PerplexityArgs {
   int64_t windows = 0;
   bool json = false;
   std::string kv = "f16";
+  std::string device = "cpu";
   DsaArgs dsa;
 };
 
 int run(const PerplexityArgs& a) {
   if (std::filesystem::is_directory(a.model)) {  // a DSA-native model: --file holds token ids
     IS_CHECK(!a.dsa.dsa, "perplexity: --dsa is for GGUF models; a model directory runs its own indexers");
-    return run_dsa_model({.model_dir = a.model, .tokens_file = a.file, .perplexity = true, .json = a.json});
+    return run_dsa_model(
+        {.model_dir = a.model, .tokens_files = {a.file}, .perplexity = true, .json = a.json, .device = a.device});
   }
+  IS_CHECK(parse_device(a.device) == Device::kCpu,
+           "perplexity: GGUF (Llama-family) models run on the CPU; --device cuda is for model directories");
   ModelSession s = load_model_session(a.model);
   const std::string text = io::read_text_file(a.file);
   IS_CHECK(!text.empty(), a.file, ": the file is empty");
@@ -79,6 +83,7 @@ CommandRegistrar reg("perplexity", "perplexity of a text file over fixed-size wi
   app.add_option("-c,--ctx", a->ctx, "window size in tokens")->capture_default_str();
   app.add_option("--windows", a->windows, "evaluate at most this many windows (0 = all)")->capture_default_str();
   app.add_flag("--json", a->json, "print the result as JSON");
+  app.add_option("--device", a->device, "cpu or cuda (cuda: model directories)")->capture_default_str();
   app.add_option("--kv", a->kv, "KV-cache type: f16 or f32")->capture_default_str();
   add_dsa_options(app, a->dsa);
   return [a] { return run(*a); };

@@ -5,13 +5,15 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
 namespace indexshare::cli {
 
 struct DsaRunArgs {
-  std::string model_dir, config, weights, tokens, tokens_file;
+  std::string model_dir, config, weights, tokens;
+  std::vector<std::string> tokens_files;  // one sequence each; several: timings and logits of each
   int generate = 0;
   bool perplexity = false;
   bool json = false;
@@ -20,6 +22,9 @@ struct DsaRunArgs {
   std::string latent_cache, indexer_cache;  // f32 | bf16 | fp8; empty: the backend's fastest
   int64_t max_tokens = 0;              // cache capacity; 0: the tokens this run needs
   int64_t chunk = 4096;                // prefill chunk (tokens per step)
+  std::string logits_out;              // write the logits of the last logits_rows ids (f32, row-major)
+  int64_t logits_rows = 1;
+  bool warmup = false;                 // run the prefill once before the timed one
 };
 
 // Parses "cpu" / "cuda" (Error naming the option otherwise).

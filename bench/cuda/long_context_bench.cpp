@@ -120,6 +120,7 @@ io::HfConfig model_config(const Args& a, bool all_full) {
     hf.index_topk_pattern.reset();
     hf.indexer_types.reset();
   }
+  hf.resolved_schedule = share::Schedule::resolve(hf.schedule_input());
   return hf;
 }
 

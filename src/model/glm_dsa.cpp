@@ -27,7 +27,7 @@ class PagePool {
   int32_t take() {
     std::lock_guard<std::mutex> lock(mu_);
     IS_CHECK(!free_.empty(), "cache full: all ", total_, " pages (", total_ * kPageTokens,
-             " tokens, ModelOptions::max_tokens / --max-tokens) are held by live sequences");
+             " tokens, ModelOptions::max_tokens / --ctx) are held by live sequences");
     const int32_t p = free_.back();
     free_.pop_back();
     refs_[static_cast<size_t>(p)] = 1;
@@ -355,7 +355,7 @@ void GlmDsaModel::ensure_pages(GlmDsaCache& c, int64_t length) {
   const int64_t more = static_cast<int64_t>(need - c.pages.size());
   IS_CHECK(more <= pool_->free_pages(), "context over the cache capacity: the sequence needs ", length,
            " tokens but only ", c.pages.size() * kPageTokens + pool_->free_pages() * kPageTokens,
-           " are available to it (max_tokens ", options_.max_tokens, ", --max-tokens)");
+           " are available to it (max_tokens ", options_.max_tokens, ", --ctx)");
   while (c.pages.size() < need) c.pages.push_back(pool_->take());
 }
 
@@ -519,7 +519,8 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
   be.add(h, y);
 }
 
-std::vector<float> GlmDsaModel::run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace) {
+std::vector<float> GlmDsaModel::run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace,
+                                         int64_t first_row) {
   const GlmDsaConfig& c = config_;
   backend::Backend& be = *be_;
   Work& w = *work_;
@@ -528,30 +529,29 @@ std::vector<float> GlmDsaModel::run_step(const Tensor& ids, const ForwardOptions
   be.embed(embed_, ids, w.h.rows(0, R));
   stack_->begin_step(step_);
   for (int i = 0; i < c.num_layers; ++i) layer_forward(i, opt, trace);
-  if (opt.logits == LogitRows::kNone) return {};
-  // Rows whose logits are wanted: all, or the last of each sequence.
+  if (first_row >= R) return {};
   be.mark(Region::kLmHead);
-  const Tensor x = w.x.rows(0, R);
+  const int64_t n = R - first_row;
+  const Tensor x = w.x.rows(first_row, R);
   backend::NormArgs a;
-  a.x = w.h.rows(0, R);
+  a.x = w.h.rows(first_row, R);
   a.y = x;
   a.weight = final_norm_;
-  a.rows = R;
+  a.rows = n;
   a.n = d;
   a.ld_x = d;
   a.ld_y = d;
   a.eps = c.rms_norm_eps;
   be.rms_norm(a);
-  Tensor sel = x;
-  if (opt.logits == LogitRows::kLast && step_.T > 1) {
-    sel = w.y.rows(0, step_.B);
-    for (int b = 0; b < step_.B; ++b) be.copy(sel.rows(b, b + 1), x.rows((b + 1) * step_.T - 1, (b + 1) * step_.T));
+  constexpr int64_t kBlock = 256;
+  std::vector<float> out(static_cast<size_t>(n * V));
+  Tensor logits = be.alloc(DType::kF32, {std::min(n, kBlock), V});
+  for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+    const int64_t r1 = std::min(n, r0 + kBlock);
+    const Tensor l = logits.rows(0, r1 - r0);
+    be.linear(x.rows(r0, r1), lm_head_, l);
+    be.download(out.data() + r0 * V, l);
   }
-  const int64_t rows = sel.dim(0);
-  Tensor logits = be.alloc(DType::kF32, {rows, V});
-  be.linear(sel, lm_head_, logits);
-  std::vector<float> out(static_cast<size_t>(rows * V));
-  be.download(out.data(), logits);
   return out;
 }
 
@@ -589,9 +589,12 @@ std::vector<float> GlmDsaModel::forward(GlmDsaCache& cache, std::span<const int3
     work_->ensure(*be_, c, n);
     const Tensor ids = work_->ids.rows(0, n);
     be_->upload(ids, tokens.data() + t0);
-    ForwardOptions o = opt;
-    if (opt.logits == LogitRows::kLast && t0 + n < T) o.logits = LogitRows::kNone;
-    std::vector<float> part = run_step(ids, o, trace);
+    // Rows of the call that get logits: [T - wanted, T); of this chunk, [first, n).
+    const int64_t wanted = opt.logits == LogitRows::kAll    ? T
+                           : opt.logits == LogitRows::kLast ? std::clamp<int64_t>(opt.last_rows, 0, T)
+                                                            : 0;
+    const int64_t first = std::clamp<int64_t>(T - wanted - t0, 0, n);
+    std::vector<float> part = run_step(ids, opt, trace, first);
     cache.length += n;
     logits.insert(logits.end(), part.begin(), part.end());
   }
@@ -631,7 +634,7 @@ std::vector<float> GlmDsaModel::decode(std::span<GlmDsaCache* const> caches, std
   work_->ensure(*be_, c, B);
   const Tensor ids = work_->ids.rows(0, B);
   be_->upload(ids, tokens.data());
-  std::vector<float> logits = run_step(ids, {}, nullptr);
+  std::vector<float> logits = run_step(ids, {}, nullptr, 0);
   for (GlmDsaCache* cc : caches) cc->length += 1;
   return logits;
 }

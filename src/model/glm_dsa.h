@@ -62,6 +62,7 @@ struct ModelOptions {
   int64_t max_step_rows = 4096;  // forward() runs longer inputs in chunks of this many tokens
 };
 
+// Which rows of a forward() call get logits: all, the last `last_rows`, or none.
 enum class LogitRows { kAll, kLast, kNone };
 
 struct ForwardOptions {
@@ -72,6 +73,7 @@ struct ForwardOptions {
   // reference independently of top-k tie-breaking.
   const std::vector<std::vector<int32_t>>* forced_topk = nullptr;
   LogitRows logits = LogitRows::kAll;
+  int64_t last_rows = 1;  // kLast: how many of the last rows
 };
 
 struct ForwardTrace {
@@ -106,7 +108,8 @@ class GlmDsaModel {
   int64_t free_tokens() const;  // pages not held by any sequence, in tokens
 
   // Runs `tokens` (ids in [0, vocab)) at positions cache.length, cache.length + 1, ...; appends
-  // them to the cache and returns the logits [rows, vocab] (rows per opt.logits). Throws Error
+  // them to the cache and returns the logits [rows, vocab] (rows per opt.logits; the LM head runs
+  // only on those rows, in blocks of 256, so no [T, vocab] buffer lives on the device). Throws Error
   // naming a bad token id (position and value), or a cache too small, before touching the cache.
   std::vector<float> forward(GlmDsaCache& cache, std::span<const int32_t> tokens, const ForwardOptions& opt = {},
                              ForwardTrace* trace = nullptr);
@@ -134,8 +137,8 @@ class GlmDsaModel {
   void init_caches();
   void upload(GlmDsaWeights&& w);
   void ensure_pages(GlmDsaCache& c, int64_t length);
-  // One step over prepared step_ (rows = step_.rows()); returns logits of the chosen rows.
-  std::vector<float> run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace);
+  // One step over prepared step_ (rows = step_.rows()); returns the logits of rows [first_row, rows).
+  std::vector<float> run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace, int64_t first_row);
   void layer_forward(int i, const ForwardOptions& opt, ForwardTrace* trace);
 
   GlmDsaConfig config_;

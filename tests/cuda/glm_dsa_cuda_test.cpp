@@ -280,7 +280,7 @@ TEST(GlmDsaCuda, ProductionShapesMatchTheCpu) {
     go.weights = r.w;
     go.latent_cache = r.latent;
     go.indexer_cache = r.index;
-    go.max_tokens = 512;
+    go.max_tokens = 1024;
     ModelOptions co = go;
     co.weights = r.w == backend::WeightFormat::kFp8Block ? backend::WeightFormat::kFp8Block : r.w;
     co.latent_cache.reset();

@@ -15,6 +15,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/engine/launchers.cuh"
 #include "cuda/indexer.h"
+#include "cuda/launch_util.cuh"
 #include "cuda/indexer_topk.h"
 #include "cuda/runtime.h"
 #include "cuda/sparse_mla.h"
@@ -131,7 +132,7 @@ WKind kind_of(WeightFormat f) {
 enum Slot : int {
   kCastX, kDequantW, kMlpGu, kMlpH, kMoeLogits, kMoeExperts, kMoeWeights, kMoeCounts, kMoeOffsets, kMoeCursor,
   kMoeSlotPos, kMoePermTok, kMoeXs, kMoeGu, kMoeH, kMoeYs, kMoeShared, kMlaQb, kMlaQlat, kMlaOlat, kMlaOb,
-  kIdxQCodes, kIdxQScales, kIdxWork, kIdxScores, kTopkWork, kSlotCount
+  kMlaSplitIdx, kMlaSplitQ, kMlaPart, kMlaLse, kIdxQCodes, kIdxQScales, kIdxWork, kIdxScores, kTopkWork, kSlotCount
 };
 
 class CudaBackend final : public backend::Backend {
@@ -611,18 +612,41 @@ void CudaBackend::mla_attention(const backend::MlaArgs& a) {
   // 2. o_lat [R, H, kvr] f32.
   float* o_lat = scratch(kMlaOlat, DType::kF32, R * H * kvr).as<float>();
   if (fast) {
+    // Small batches leave most SMs idle with one block per (row, 64 heads): split each row's
+    // index list into S slices, attend per slice (with its log-sum-exp), combine.
+    const int64_t blocks = R * ((H + 63) / 64);
+    const int sms = detail::sm_count();
+    int S = 1;
+    if (blocks < sms && K >= 128) S = static_cast<int>(std::min<int64_t>((2 * sms + blocks - 1) / blocks, K / 64));
     SparseMlaCudaParams p;
-    p.q = static_cast<const uint16_t*>(q_lat);
     p.kv = lc.t.as<uint16_t>();
-    p.indices = a.indices.as<int32_t>();
-    p.T = R;
     p.L = lc.slots();
     p.H = H;
-    p.K = K;
     p.scale = a.scale;
-    p.out = o_lat;
     p.stream = stream_;
-    sparse_mla_cuda(p);
+    if (S <= 1) {
+      p.q = static_cast<const uint16_t*>(q_lat);
+      p.indices = a.indices.as<int32_t>();
+      p.T = R;
+      p.K = K;
+      p.out = o_lat;
+      sparse_mla_cuda(p);
+    } else {
+      const int Ks = (K + S - 1) / S;
+      int32_t* sidx = scratch(kMlaSplitIdx, DType::kI32, R * S * Ks).as<int32_t>();
+      uint16_t* sq = scratch(kMlaSplitQ, DType::kBF16, R * S * H * ld).as<uint16_t>();
+      float* part = scratch(kMlaPart, DType::kF32, R * S * H * kvr).as<float>();
+      float* lse = scratch(kMlaLse, DType::kF32, R * S * H).as<float>();
+      engine::split_kv(a.indices.as<int32_t>(), R, K, S, Ks, sidx, q_lat, int64_t{H} * ld * 2, sq, stream_);
+      p.q = sq;
+      p.indices = sidx;
+      p.T = R * S;
+      p.K = Ks;
+      p.out = part;
+      p.lse = lse;
+      sparse_mla_cuda(p);
+      engine::mla_combine(part, lse, R, S, H, kvr, o_lat, stream_);
+    }
   } else {
     engine::sparse_mla_f32(static_cast<const float*>(q_lat), lc.t.as<float>(), lc.slots(), a.indices.as<int32_t>(), R,
                            H, ld, kvr, K, a.scale, o_lat, stream_);

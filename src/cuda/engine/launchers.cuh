@@ -88,6 +88,14 @@ void indexer_scores_f32(const float* q, const float* w, const float* keys, int64
 // Generic f32 sparse MLA (absorbed): o[r, h, :Dv] over the valid physical slots of indices[r].
 void sparse_mla_f32(const float* q_lat, const float* kv, int64_t slots, const int32_t* indices, int64_t rows, int H,
                     int Dqk, int Dv, int K, float scale, float* out, cudaStream_t s);
+// Split-KV for small batches: row r's index list cut into S slices of Ks slots (-1 padded),
+// out rows r * S + s; q rows (row_bytes each) repeated S times alongside.
+void split_kv(const int32_t* indices, int64_t rows, int K, int S, int Ks, int32_t* out_idx, const void* q,
+              int64_t row_bytes, void* out_q, cudaStream_t s);
+// o[r, h, :] = sum_s exp(lse[r*S+s, h] - LSE) o_part[r*S+s, h, :] with LSE = log sum_s exp(lse);
+// a row whose slices are all empty (lse -inf) gives zeros.
+void mla_combine(const float* o_part, const float* lse, int64_t rows, int S, int H, int Dv, float* out, cudaStream_t s);
+
 // q_lat[r, h, kvr + i] = bf16(q[r, h, nope + i]) for i < rope.
 void copy_rope_bf16(const float* q, int64_t rows, int H, int qk, int nope, int rope, uint16_t* q_lat, int ld,
                     int kvr, cudaStream_t s);
