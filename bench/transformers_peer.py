@@ -4,13 +4,17 @@
 Builds a GLM-5-shaped model (GLM-5's attention, indexer and MLP dimensions; --layers decoder
 layers with GLM-5.2's schedule rule, freq 4 / offset 3; the MoE reduced to --experts routed experts
 all active plus the shared one; the vocabulary reduced to --vocab) with transformers' own random
-initialisation in bf16 on the GPU, saves it (safetensors + config.json), then for each context:
-  - transformers: one forward of T random tokens (bf16, the attention implementation given,
-    logits of the last --rows positions), after a warm-up run; CUDA-synchronised wall time;
-  - IndexShare: `indexshare dsa-run --device cuda --weights-format bf16` on the saved directory
-    (the same weights), with --warmup, logits of the same rows;
-and compares the logits (normwise relative error, top-1 agreement) and the times. Contexts grow
-until transformers runs out of memory or of the --max-seconds budget.
+initialisation on the GPU, saves it (f32 safetensors + config.json), then:
+  1. correctness, f32 on both sides (--check-contexts, longer than index_topk so DSA selects):
+     transformers in fp32 against `indexshare dsa-run --device cuda --weights-format f32
+     --latent-cache f32 --indexer-cache f32`; both score the indexer in f32, so their index sets
+     agree up to near-ties and the logits to f32 rounding;
+  2. speed, bf16 on both sides (--contexts): transformers with the model cast to bf16 (its best
+     attention implementation that runs) against the engine's default GPU path (bf16 weights,
+     bf16 latent cache, FP8 indexer cache) on the same weights; one forward of T random tokens
+     after a warm-up, CUDA-synchronised wall time, logits of the last --rows positions compared
+     (here the index sets differ more: transformers ranks bf16 scores with many exact ties, the
+     engine FP8 ones). Contexts grow until transformers runs out of memory or of --max-seconds.
 
 Run it where torch + transformers + a GPU exist (scripts/gpu_engine.sh --peer "...").
 """
@@ -60,12 +64,12 @@ def build(args, d):
     with torch.device("cuda"):
         try:
             model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=impl,
-                                                                  dtype=torch.bfloat16)
+                                                                  dtype=torch.float32)
         except (ValueError, NotImplementedError) as e:
             log(f"transformers: attn_implementation={impl} refused ({e}); using eager")
             impl = "eager"
             model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=impl,
-                                                                  dtype=torch.bfloat16)
+                                                                  dtype=torch.float32)
     model.eval()
     with torch.no_grad():
         # e_score_correction_bias is a buffer left at zero by the initialisation: keep it so.
@@ -94,20 +98,68 @@ def run_transformers(model, ids, rows):
         return out.logits[0, -rows:].float(), time.time() - t0
 
 
-def run_ours(args, d, ids, rows, out_dir):
-    tok = os.path.join(out_dir, "peer_ids.txt")
+def run_ours(args, d, id_lists, rows, out_dir, engine_args):
+    """One dsa-run over several token lists (the model loads once); logits and times of each."""
+    files = []
+    for i, ids in enumerate(id_lists):
+        tok = os.path.join(out_dir, f"peer_ids.{i}.txt")
+        with open(tok, "w") as f:
+            f.write(" ".join(str(int(x)) for x in ids[0].tolist()))
+        files += ["--tokens-file", tok]
     lg = os.path.join(out_dir, "peer_logits.bin")
-    with open(tok, "w") as f:
-        f.write(" ".join(str(int(x)) for x in ids[0].tolist()))
-    cmd = [args.indexshare, "dsa-run", "--model", d, "--device", "cuda", "--weights-format", "bf16",
-           "--tokens-file", tok, "--logits-out", lg, "--logits-rows", str(rows), "--warmup", "--json",
-           "--chunk", str(args.chunk)]
+    cmd = [args.indexshare, "dsa-run", "--model", d, "--device", "cuda", "--logits-out", lg,
+           "--logits-rows", str(rows), "--warmup", "--json", "--chunk", str(args.chunk)] + engine_args + files
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"indexshare failed: {r.stderr.strip()[-2000:]}")
     js = json.loads(r.stdout)
-    logits = torch.from_file(lg, dtype=torch.float32, size=rows * args.vocab).view(rows, args.vocab)
-    return logits, js["seconds"]["prefill"], js
+    out = []
+    for i, ids in enumerate(id_lists):
+        n = min(rows, ids.shape[1])
+        path = lg if len(id_lists) == 1 else f"{lg}.{i}"
+        logits = torch.from_file(path, dtype=torch.float32, size=n * args.vocab).view(n, args.vocab)
+        out.append((logits, js["runs"][i]["prefill_seconds"]))
+    return out, js
+
+
+def compare(ours, ref):
+    err = ((ours - ref).norm() / ref.norm()).item()
+    top1 = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    return err, top1
+
+
+def phase(args, model, d, contexts, engine_args, label, g, impl):
+    """transformers at each context (until OOM / time budget), then the engine on the same ids."""
+    refs, id_lists = [], []
+    warm = torch.randint(0, args.vocab, (1, 256), generator=g).cuda()
+    run_transformers(model, warm, 1)
+    for T in contexts:
+        ids = torch.randint(0, args.vocab, (1, T), generator=g)
+        rows = min(args.rows, T)
+        try:
+            ref, t_ref = run_transformers(model, ids.cuda(), rows)
+        except torch.OutOfMemoryError:
+            log(f"[{label}] T {T}: transformers ran out of GPU memory")
+            torch.cuda.empty_cache()
+            break
+        refs.append((T, ref.cpu(), t_ref))
+        id_lists.append(ids)
+        torch.cuda.empty_cache()
+        if t_ref > args.max_seconds:
+            log(f"[{label}] stopping after T {T}: transformers took over {args.max_seconds} s")
+            break
+    if not refs:
+        return []
+    ours, js = run_ours(args, d, id_lists, args.rows, args.out, engine_args)
+    results = []
+    for (T, ref, t_ref), (lg, t_ours) in zip(refs, ours):
+        err, top1 = compare(lg, ref[-lg.shape[0]:])
+        results.append({"phase": label, "context": T, "transformers_s": t_ref, "indexshare_s": t_ours,
+                        "speedup": t_ref / t_ours, "logits_rel_err": err, "top1_agree": top1,
+                        "rows": int(lg.shape[0]), "attention": impl, "indexshare_device": js.get("device")})
+        log(f"[{label}] T {T:6d}: transformers {t_ref * 1e3:9.1f} ms, indexshare {t_ours * 1e3:8.1f} ms "
+            f"({t_ref / t_ours:6.1f}x); logits rel err {err:.3g}, top-1 agree {top1:.3f}")
+    return results
 
 
 def main():
@@ -117,6 +169,7 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--experts", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32768)
+    ap.add_argument("--check-contexts", default="1024,4096")
     ap.add_argument("--contexts", default="1024,2048,4096,8192,16384,32768")
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--chunk", type=int, default=4096)
@@ -129,31 +182,14 @@ def main():
     model, impl = build(args, d)
     g = torch.Generator().manual_seed(args.seed + 1)
     results = []
-    warm = torch.randint(0, args.vocab, (1, 256), generator=g).cuda()
-    run_transformers(model, warm, 1)
-    for T in [int(x) for x in args.contexts.split(",")]:
-        ids = torch.randint(0, args.vocab, (1, T), generator=g)
-        rows = min(args.rows, T)
-        try:
-            ref, t_ref = run_transformers(model, ids.cuda(), rows)
-        except torch.OutOfMemoryError:
-            log(f"T {T}: transformers ran out of GPU memory")
-            torch.cuda.empty_cache()
-            break
-        ref = ref.cpu()
-        torch.cuda.empty_cache()
-        ours, t_ours, js = run_ours(args, d, ids, rows, args.out)
-        err = ((ours - ref).norm() / ref.norm()).item()
-        top1 = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
-        res = {"context": T, "transformers_s": t_ref, "indexshare_s": t_ours, "speedup": t_ref / t_ours,
-               "logits_rel_err": err, "top1_agree": top1, "rows": rows, "attention": impl,
-               "indexshare_device": js.get("device")}
-        results.append(res)
-        log(f"T {T:6d}: transformers {t_ref * 1e3:9.1f} ms, indexshare {t_ours * 1e3:8.1f} ms "
-            f"({t_ref / t_ours:6.1f}x); logits rel err {err:.3g}, top-1 agree {top1:.3f}")
-        if t_ref > args.max_seconds:
-            log(f"stopping: transformers took over {args.max_seconds} s")
-            break
+    if args.check_contexts:
+        ctx = [int(x) for x in args.check_contexts.split(",")]
+        results += phase(args, model, d, ctx, ["--weights-format", "f32", "--latent-cache", "f32",
+                                               "--indexer-cache", "f32"], "f32 check", g, impl)
+    model.to(torch.bfloat16)
+    torch.cuda.empty_cache()
+    ctx = [int(x) for x in args.contexts.split(",")]
+    results += phase(args, model, d, ctx, ["--weights-format", "bf16"], "bf16 speed", g, impl)
     with open(os.path.join(args.out, "peer.json"), "w") as f:
         json.dump({"transformers": transformers.__version__, "torch": torch.__version__,
                    "gpu": torch.cuda.get_device_name(), "layers": args.layers, "experts": args.experts,

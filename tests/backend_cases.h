@@ -495,12 +495,12 @@ inline void case_mla(Backend& be, uint64_t seed) {
 
 // Indexer: keys appended in two steps (a prefix, then the query rows), top-k of B sequences over
 // scattered pages against float64 scores.
-inline void run_indexer(Backend& be, uint64_t seed, int H, int D, int topk, CacheFormat cf, const std::string& label) {
+inline void run_indexer(Backend& be, uint64_t seed, int H, int D, int topk, int64_t T, CacheFormat cf,
+                        const std::string& label) {
   std::mt19937_64 rng(seed);
   const int B = 2;
-  const int64_t T = 4;
   const std::vector<int64_t> q0 = {300, 37};
-  const auto pages = scattered_pages(B, 310);
+  const auto pages = scattered_pages(B, 300 + T);
   backend::IndexerSpec spec;
   spec.heads = H;
   spec.dim = D;
@@ -593,10 +593,14 @@ inline void run_indexer(Backend& be, uint64_t seed, int H, int D, int topk, Cach
 }
 
 inline void case_indexer(Backend& be, uint64_t seed) {
-  for (CacheFormat cf : be.indexer_formats(4, 32))
-    run_indexer(be, seed, 4, 32, 16, cf, "H4 D32 k16 " + std::string(backend::cache_format_name(cf)));
-  for (CacheFormat cf : be.indexer_formats(32, 128))
-    run_indexer(be, seed + 1, 32, 128, 64, cf, "H32 D128 k64 " + std::string(backend::cache_format_name(cf)));
+  // T = 4 rows per sequence (decode-like) and 40 (prefill-like: a backend may switch methods).
+  for (int64_t T : {4, 40}) {
+    const std::string t = " T" + std::to_string(T) + " ";
+    for (CacheFormat cf : be.indexer_formats(4, 32))
+      run_indexer(be, seed, 4, 32, 16, T, cf, "H4 D32 k16" + t + std::string(backend::cache_format_name(cf)));
+    for (CacheFormat cf : be.indexer_formats(32, 128))
+      run_indexer(be, seed + 1, 32, 128, 64, T, cf, "H32 D128 k64" + t + std::string(backend::cache_format_name(cf)));
+  }
 }
 
 // The sharing logic on this backend: F layers select, S layers get their F layer's set, the

@@ -32,7 +32,8 @@ using engine::WKind;
 
 constexpr int64_t kGemvMaxRows = 8;         // rows up to which products read weights in gemv.cu
 constexpr size_t kCublasWorkspace = 32u << 20;
-constexpr size_t kScoreBlockBytes = 512u << 20;  // generic indexer: scores of a row block
+constexpr size_t kScoreBlockBytes = 256u << 20;  // scores of a row block (generic and decode paths)
+constexpr int64_t kDecodeRows = 64;               // fp8 indexer: up to this many rows score + top-k separately
 
 #define IS_CUBLAS_CHECK(expr)                                                                  \
   do {                                                                                         \
@@ -704,9 +705,45 @@ void CudaBackend::indexer_select(const backend::IndexerCache& c, const backend::
     float* qs = scratch(kIdxQScales, DType::kF32, R * sp.heads).as<float>();
     engine::quantize_q_fp8(q.as<float>(), R * sp.heads, codes, qs, stream_);
     const IndexerCudaParams p = fp8_params(ic, s, codes, qs, w.as<float>(), stream_);
-    const size_t ws = indexer_topk_workspace_bytes(p, sp.topk);
-    Tensor work = scratch(kIdxWork, DType::kU8, static_cast<int64_t>(ws));
-    indexer_topk_cuda(p, sp.topk, logical.as<int32_t>(), nullptr, work.data(), ws);
+    if (R > kDecodeRows) {
+      // Prefill: the fused indexer + top-k, which never writes the [rows, L] scores.
+      const size_t ws = indexer_topk_workspace_bytes(p, sp.topk);
+      Tensor work = scratch(kIdxWork, DType::kU8, static_cast<int64_t>(ws));
+      indexer_topk_cuda(p, sp.topk, logical.as<int32_t>(), nullptr, work.data(), ws);
+    } else {
+      // Decode (few rows): scores of whole sequences in blocks of at most kScoreBlockBytes, then
+      // the multi-block exact top-k; at small batch the fused kernel's one-block merge of every
+      // split's top-k costs more than scoring (measured: ~1 ms per layer at batch 1).
+      const int64_t L = s.max_len;
+      const int64_t per_block = std::max<int64_t>(1, static_cast<int64_t>(kScoreBlockBytes / (4 * L)) / s.T);
+      const int64_t seqs = std::min<int64_t>(s.B, per_block), rb = seqs * s.T;
+      float* scores = scratch(kIdxScores, DType::kF32, rb * L).as<float>();
+      const size_t ws = topk_workspace_bytes(rb, sp.topk);
+      Tensor work = scratch(kTopkWork, DType::kU8, static_cast<int64_t>(ws));
+      for (int64_t b0 = 0; b0 < s.B; b0 += seqs) {
+        const int64_t b1 = std::min<int64_t>(s.B, b0 + seqs), r0 = b0 * s.T, r1 = b1 * s.T;
+        IndexerCudaParams pb = p;
+        pb.B = static_cast<int>(b1 - b0);
+        pb.q = codes + r0 * sp.heads * sp.dim;
+        pb.q_scale = qs + r0 * sp.heads;
+        pb.weights = w.as<float>() + r0 * sp.heads;
+        pb.block_table = s.block_table.as<int32_t>() + b0 * s.max_pages;
+        pb.seq_lens = s.seq_lens.as<int32_t>() + b0;
+        pb.q_starts = s.q_starts.as<int32_t>() + b0;
+        indexer_scores_cuda(pb, scores, L);
+        TopkCudaParams tp;
+        tp.scores = scores;
+        tp.T = r1 - r0;
+        tp.L = L;
+        tp.ld = L;
+        tp.k = sp.topk;
+        tp.indices = logical.as<int32_t>() + r0 * sp.topk;
+        tp.workspace = work.data();
+        tp.workspace_bytes = ws;
+        tp.stream = stream_;
+        topk_cuda(tp);
+      }
+    }
   } else {
     // Rows in blocks whose [rows, max_len] scores stay under kScoreBlockBytes.
     const int64_t L = s.max_len;
