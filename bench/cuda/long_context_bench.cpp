@@ -7,7 +7,8 @@
 // the same to attend over as real ones):
 //   - prefill: the time of one chunk of --chunk new tokens at depth L (median of --reps);
 //   - decode: the time of one step at batch 1 and at --batch sequences that share the L-token
-//     prefix (prefix sharing: the same pages, as a server does for one long document);
+//     prefix (prefix sharing: the same pages, as a server does for one long document); steps are
+//     replayed CUDA graphs (GlmDsaModel::decode), after one eager and one capturing step;
 //   - a per-region profile of the same step (CUDA events at every region mark), from which the
 //     Amdahl prediction of the sharing speedup is taken: the all-F step without the indexer time
 //     of the layers GLM-5.2 shares;
@@ -208,10 +209,11 @@ ScheduleRun run_schedule(const Args& a, const std::string& name) {
       }
       std::vector<int32_t> toks(static_cast<size_t>(B), 1);
       t.clear();
-      for (int step = 0; step <= a.decode_steps; ++step) {
+      // Two untimed steps: the first runs eagerly (buffers), the second captures the step graph.
+      for (int step = 0; step < a.decode_steps + 2; ++step) {
         const auto s0 = Clock::now();
         m->decode(ptrs, toks);
-        if (step > 0) t.push_back(ms_since(s0));
+        if (step >= 2) t.push_back(ms_since(s0));
       }
       const double step_ms = median(t);
       cuda::set_profiling(*be, true);

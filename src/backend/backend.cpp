@@ -42,6 +42,10 @@ std::string_view region_name(Region r) {
   return "?";
 }
 
+void Backend::begin_capture() { fail(name(), ": this backend cannot capture steps"); }
+int Backend::end_capture() { fail(name(), ": this backend cannot capture steps"); }
+void Backend::replay(int) { fail(name(), ": this backend cannot capture steps"); }
+
 size_t Weight::bytes() const { return data.bytes() + scale.bytes() + bias.bytes(); }
 
 namespace {

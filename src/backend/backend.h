@@ -239,8 +239,21 @@ class Backend {
   // physical[r, j] = slot of logical[r, j] in row r's sequence (-1 stays -1).
   virtual void to_physical(const Step& s, const Tensor& logical, const Tensor& physical) = 0;
 
+  // ---- captured steps (CUDA graphs) ----
+  // Whether the ops enqueued between begin_capture() and end_capture() can be replayed as one
+  // unit. A captured step must not synchronise, allocate or copy to the host; its kernels see the
+  // device memory (positions, page tables, ids) as it is when replayed.
+  virtual bool can_capture() const { return false; }
+  virtual void begin_capture();
+  // Ends the capture; returns the id of a replayable graph (owned by the backend).
+  virtual int end_capture();
+  virtual void replay(int graph);
+  // Changes whenever the backend moves its internal scratch (a captured step must be re-captured).
+  virtual uint64_t scratch_epoch() const { return 0; }
+
   // ---- profiling ----
   virtual void mark(Region) {}
+  virtual bool profiling() const { return false; }
 };
 
 // Host-side preparation of a Step's device tensors: packs positions, q_starts, seq_lens, block

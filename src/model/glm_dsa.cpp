@@ -93,6 +93,7 @@ struct GlmDsaModel::Layer {
 struct GlmDsaModel::Work {
   int64_t cap = 0;
   Tensor ids, h, x, y, cq, q, lat, o, iq, ik, iw;
+  Tensor logits;  // [rows, vocab] of decode steps
   void ensure(backend::Backend& be, const GlmDsaConfig& c, int64_t rows) {
     if (rows <= cap) return;
     cap = std::max<int64_t>(rows, 16);
@@ -519,40 +520,52 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
   be.add(h, y);
 }
 
+void GlmDsaModel::run_layers(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace) {
+  be_->mark(Region::kEmbed);
+  be_->embed(embed_, ids, work_->h.rows(0, step_.rows()));
+  stack_->begin_step(step_);
+  for (int i = 0; i < config_.num_layers; ++i) layer_forward(i, opt, trace);
+}
+
+void GlmDsaModel::lm_head(int64_t r0, int64_t r1, const Tensor& out) {
+  const GlmDsaConfig& c = config_;
+  Work& w = *work_;
+  be_->mark(Region::kLmHead);
+  backend::NormArgs a;
+  a.x = w.h.rows(r0, r1);
+  a.y = w.x.rows(r0, r1);
+  a.weight = final_norm_;
+  a.rows = r1 - r0;
+  a.n = c.hidden_size;
+  a.ld_x = c.hidden_size;
+  a.ld_y = c.hidden_size;
+  a.eps = c.rms_norm_eps;
+  be_->rms_norm(a);
+  be_->linear(w.x.rows(r0, r1), lm_head_, out);
+}
+
 std::vector<float> GlmDsaModel::run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace,
                                          int64_t first_row) {
-  const GlmDsaConfig& c = config_;
-  backend::Backend& be = *be_;
-  Work& w = *work_;
-  const int64_t R = step_.rows(), d = c.hidden_size, V = c.vocab_size;
-  be.mark(Region::kEmbed);
-  be.embed(embed_, ids, w.h.rows(0, R));
-  stack_->begin_step(step_);
-  for (int i = 0; i < c.num_layers; ++i) layer_forward(i, opt, trace);
+  const int64_t R = step_.rows(), V = config_.vocab_size;
+  run_layers(ids, opt, trace);
   if (first_row >= R) return {};
-  be.mark(Region::kLmHead);
-  const int64_t n = R - first_row;
-  const Tensor x = w.x.rows(first_row, R);
-  backend::NormArgs a;
-  a.x = w.h.rows(first_row, R);
-  a.y = x;
-  a.weight = final_norm_;
-  a.rows = n;
-  a.n = d;
-  a.ld_x = d;
-  a.ld_y = d;
-  a.eps = c.rms_norm_eps;
-  be.rms_norm(a);
   constexpr int64_t kBlock = 256;
+  const int64_t n = R - first_row;
   std::vector<float> out(static_cast<size_t>(n * V));
-  Tensor logits = be.alloc(DType::kF32, {std::min(n, kBlock), V});
+  Tensor logits = be_->alloc(DType::kF32, {std::min(n, kBlock), V});
   for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
     const int64_t r1 = std::min(n, r0 + kBlock);
     const Tensor l = logits.rows(0, r1 - r0);
-    be.linear(x.rows(r0, r1), lm_head_, l);
-    be.download(out.data() + r0 * V, l);
+    lm_head(first_row + r0, first_row + r1, l);
+    be_->download(out.data() + r0 * V, l);
   }
   return out;
+}
+
+std::vector<const void*> GlmDsaModel::graph_signature() const {
+  const Work& w = *work_;
+  return {w.h.data(), w.logits.data(), step_buffer_.data(), stack_->buffer_id(),
+          reinterpret_cast<const void*>(static_cast<uintptr_t>(be_->scratch_epoch()))};
 }
 
 std::vector<float> GlmDsaModel::forward(GlmDsaCache& cache, std::span<const int32_t> tokens, const ForwardOptions& opt,
@@ -616,9 +629,19 @@ std::vector<float> GlmDsaModel::decode(std::span<GlmDsaCache* const> caches, std
                " appears twice in the batch");
   }
   int max_pages = 0;
+  int64_t max_len = 0;
   for (GlmDsaCache* cc : caches) {
     ensure_pages(*cc, cc->length + 1);
     max_pages = std::max(max_pages, static_cast<int>(cc->pages.size()));
+    max_len = std::max(max_len, cc->length + 1);
+  }
+  const bool graphs = options_.graphs && be_->can_capture() && !be_->profiling();
+  int64_t bucket = 0;
+  if (graphs) {
+    // Fixed shapes for replay: the whole pool's page-table width and the length rounded up.
+    max_pages = static_cast<int>(pool_->total());
+    bucket = std::min(pool_->total() * kPageTokens,
+                      (max_len + options_.graph_bucket - 1) / options_.graph_bucket * options_.graph_bucket);
   }
   step_.B = B;
   step_.T = 1;
@@ -631,12 +654,50 @@ std::vector<float> GlmDsaModel::decode(std::span<GlmDsaCache* const> caches, std
     std::copy(cc.pages.begin(), cc.pages.end(), step_.table_host.begin() + static_cast<int64_t>(b) * max_pages);
   }
   backend::upload_step(*be_, step_, step_buffer_);
-  work_->ensure(*be_, c, B);
-  const Tensor ids = work_->ids.rows(0, B);
+  if (graphs) step_.max_len = bucket;  // kernels mask every key past a sequence's own length
+  Work& w = *work_;
+  w.ensure(*be_, c, B);
+  if (!w.logits.defined() || w.logits.dim(0) < B) w.logits = be_->alloc(DType::kF32, {std::max(B, 8), c.vocab_size});
+  const Tensor ids = w.ids.rows(0, B);
   be_->upload(ids, tokens.data());
-  std::vector<float> logits = run_step(ids, {}, nullptr, 0);
+  const Tensor logits = w.logits.rows(0, B);
+  auto enqueue = [&] {
+    run_layers(ids, {}, nullptr);
+    lm_head(0, B, logits);
+  };
+  if (!graphs) {
+    enqueue();
+  } else {
+    Graph& g = graphs_[{B, bucket}];
+    const auto sig = graph_signature();
+    if (g.id >= 0 && g.signature == sig) {
+      be_->replay(g.id);
+      stack_->count_replayed_step();
+    } else if (g.signature == sig) {
+      // Warmed up with these buffers: capture the step (nothing runs while capturing), replay it.
+      be_->begin_capture();
+      try {
+        enqueue();
+      } catch (...) {
+        try {
+          (void)be_->end_capture();
+        } catch (...) {
+        }
+        throw;
+      }
+      g.id = be_->end_capture();
+      be_->replay(g.id);
+    } else {
+      // First step with this shape (or the buffers moved): run eagerly, so every buffer exists.
+      enqueue();
+      g.id = -1;
+      g.signature = graph_signature();
+    }
+  }
+  std::vector<float> out(static_cast<size_t>(B * c.vocab_size));
+  be_->download(out.data(), logits);
   for (GlmDsaCache* cc : caches) cc->length += 1;
-  return logits;
+  return out;
 }
 
 void GlmDsaModel::fill_random(GlmDsaCache& cache, int64_t tokens, uint64_t seed) {

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -60,6 +61,11 @@ struct ModelOptions {
   std::optional<backend::CacheFormat> latent_cache, indexer_cache;
   int64_t max_tokens = 4096;  // tokens of cache over all live sequences
   int64_t max_step_rows = 4096;  // forward() runs longer inputs in chunks of this many tokens
+  // decode(): replay each step as a captured graph when the backend can (CUDA). The step's key
+  // lengths are rounded up to graph_bucket tokens (the kernels mask past each sequence's length),
+  // so one capture serves graph_bucket steps of a batch.
+  bool graphs = true;
+  int64_t graph_bucket = 4096;
 };
 
 // Which rows of a forward() call get logits: all, the last `last_rows`, or none.
@@ -139,7 +145,13 @@ class GlmDsaModel {
   void ensure_pages(GlmDsaCache& c, int64_t length);
   // One step over prepared step_ (rows = step_.rows()); returns the logits of rows [first_row, rows).
   std::vector<float> run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace, int64_t first_row);
+  // Embedding and every layer over step_; then the final norm and LM head of rows [r0, r1).
+  void run_layers(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace);
+  void lm_head(int64_t r0, int64_t r1, const Tensor& out);
   void layer_forward(int i, const ForwardOptions& opt, ForwardTrace* trace);
+  // The device buffers a captured decode step reads and writes; a graph is replayed only while
+  // they are the same.
+  std::vector<const void*> graph_signature() const;
 
   GlmDsaConfig config_;
   ModelOptions options_;
@@ -155,6 +167,11 @@ class GlmDsaModel {
   std::unique_ptr<Work> work_;
   backend::Step step_;
   Tensor step_buffer_;
+  struct Graph {
+    std::vector<const void*> signature;
+    int id = -1;       // -1: the step ran eagerly once (warm-up), capture on the next one
+  };
+  std::map<std::pair<int, int64_t>, Graph> graphs_;  // (batch, bucketed length)
 };
 
 // The MoE router parameters of a config.

@@ -127,6 +127,12 @@ size_t DsaStack::indexer_cache_bytes() const {
   return n;
 }
 
+void DsaStack::count_replayed_step() {
+  ++counters_.steps;
+  counters_.indexer_calls += schedule_.num_full();
+  counters_.shared_reuses += schedule_.num_shared();
+}
+
 DsaSavedTopk DsaStack::save() const {
   DsaSavedTopk s;
   s.source = source_;

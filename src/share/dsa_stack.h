@@ -84,6 +84,11 @@ class DsaStack {
 
   const DsaCounters& counters() const { return counters_; }
   void reset_counters() { counters_ = {}; }
+  // A captured step was replayed: count what it did (one indexer run per F layer, one reuse per
+  // S layer), as an eager step would have.
+  void count_replayed_step();
+  // The device buffer the shared sets live in (a captured step's graph refers to it).
+  const void* buffer_id() const { return physical_store_.defined() ? physical_store_.data() : nullptr; }
 
   DsaSavedTopk save() const;
   void restore(const DsaSavedTopk& s);

@@ -149,6 +149,7 @@ class CudaBackend final : public backend::Backend {
   }
   ~CudaBackend() override {
     (void)cudaStreamSynchronize(stream_);
+    for (cudaGraphExec_t g : graphs_) (void)cudaGraphExecDestroy(g);
     scratch_.clear();
     for (cudaEvent_t e : events_) (void)cudaEventDestroy(e);
     (void)cublasDestroy(blas_);
@@ -431,7 +432,29 @@ class CudaBackend final : public backend::Backend {
                         physical.as<int32_t>(), stream_);
   }
 
+  // ---- CUDA graphs ----
+  bool can_capture() const override { return true; }
+  void begin_capture() override {
+    IS_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+  }
+  int end_capture() override {
+    cudaGraph_t g = nullptr;
+    IS_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    cudaGraphExec_t e = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&e, g, 0);
+    (void)cudaGraphDestroy(g);
+    IS_CUDA_CHECK(err);
+    graphs_.push_back(e);
+    return static_cast<int>(graphs_.size()) - 1;
+  }
+  uint64_t scratch_epoch() const override { return scratch_epoch_; }
+  void replay(int graph) override {
+    IS_CHECK(graph >= 0 && graph < static_cast<int>(graphs_.size()), "cuda backend: no graph ", graph);
+    IS_CUDA_CHECK(cudaGraphLaunch(graphs_[static_cast<size_t>(graph)], stream_));
+  }
+
   // ---- profiling ----
+  bool profiling() const override { return profiling_; }
   void mark(backend::Region r) override {
     if (!profiling_) return;
     if (next_event_ == events_.size()) {
@@ -491,6 +514,7 @@ class CudaBackend final : public backend::Backend {
     if (!t.defined() || t.bytes() < need) {
       t = Tensor();
       t = alloc(DType::kU8, {static_cast<int64_t>(need)});
+      ++scratch_epoch_;
     }
     return Tensor(nullptr, t.data(), dt, Device::kCuda, {n});
   }
@@ -564,6 +588,8 @@ class CudaBackend final : public backend::Backend {
   std::vector<cudaEvent_t> events_;
   size_t next_event_ = 0;
   std::vector<std::pair<size_t, backend::Region>> marks_;
+  std::vector<cudaGraphExec_t> graphs_;
+  uint64_t scratch_epoch_ = 0;
   std::array<double, kRegions> region_ms_{};
 };
 
