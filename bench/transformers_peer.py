@@ -186,8 +186,12 @@ def main():
         ctx = [int(x) for x in args.check_contexts.split(",")]
         results += phase(args, model, d, ctx, ["--weights-format", "f32", "--latent-cache", "f32",
                                                "--indexer-cache", "f32"], "f32 check", g, impl)
-    model.to(torch.bfloat16)
+    # The bf16 model from the saved checkpoint (casting the module with .to() would also round
+    # buffers such as the RoPE inverse frequencies to bf16, which transformers keeps in fp32).
+    del model
     torch.cuda.empty_cache()
+    model = transformers.AutoModelForCausalLM.from_pretrained(d, attn_implementation=impl, dtype=torch.bfloat16,
+                                                              device_map="cuda").eval()
     ctx = [int(x) for x in args.contexts.split(",")]
     results += phase(args, model, d, ctx, ["--weights-format", "bf16"], "bf16 speed", g, impl)
     with open(os.path.join(args.out, "peer.json"), "w") as f:

@@ -645,7 +645,9 @@ inline void case_dsa_stack(Backend& be, uint64_t seed) {
       }
       seen[l] = get<int32_t>(be, st.topk_logical(l));
       (void)st.topk(l);
-      if (!sched.is_full(l)) EXPECT_EQ(seen[l], seen[sched.source(l)]) << "S layer " << l;
+      if (!sched.is_full(l)) {
+        EXPECT_EQ(seen[l], seen[sched.source(l)]) << "S layer " << l;
+      }
     }
     EXPECT_NE(seen[0], seen[1]) << "F layers select independently";
   }

@@ -42,6 +42,12 @@ std::string_view region_name(Region r) {
   return "?";
 }
 
+void Backend::add_rms_norm(const Tensor& y, const NormArgs& a) {
+  IS_CHECK(a.ld_x == a.n, "add_rms_norm: the residual rows must be contiguous");
+  add(a.x, y);
+  rms_norm(a);
+}
+
 void Backend::begin_capture() { fail(name(), ": this backend cannot capture steps"); }
 int Backend::end_capture() { fail(name(), ": this backend cannot capture steps"); }
 void Backend::replay(int) { fail(name(), ": this backend cannot capture steps"); }

@@ -209,6 +209,8 @@ class Backend {
   virtual void linear(const Tensor& x, const Weight& w, const Tensor& y) = 0;  // [M, K] -> [M, N]
   virtual void rope(const Tensor& x, const Tensor& positions, const RopeSpec& s) = 0;
   virtual void add(const Tensor& h, const Tensor& y) = 0;  // h += y
+  // a.x += y, then a.y = rms_norm(a.x) (the residual add fused with the next norm).
+  virtual void add_rms_norm(const Tensor& y, const NormArgs& a);
   // y = down(silu(gate x) * up x)
   virtual void mlp(const Tensor& x, const Weight& gate_up, const Weight& down, const Tensor& y) = 0;
   // y = sum over the routed experts (ascending expert id) of w_e expert_e(x) + shared(x)

@@ -446,8 +446,10 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
     }
   };
 
-  be.mark(Region::kNorm);
-  norm(h, x, l.input_norm, d, d, d, c.rms_norm_eps);
+  if (i == 0) {  // later layers get x from the previous layer's fused residual add + norm
+    be.mark(Region::kNorm);
+    norm(h, x, l.input_norm, d, d, d, c.rms_norm_eps);
+  }
   be.mark(Region::kAttnProj);
   be.linear(x, l.q_a, cq);
   norm(cq, cq, l.q_a_norm, c.q_lora_rank, c.q_lora_rank, c.q_lora_rank, c.lora_norm_eps);
@@ -507,8 +509,14 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
   be.mark(Region::kAttnProj);
   be.linear(o, l.o, y);
   be.mark(Region::kNorm);
-  be.add(h, y);
-  norm(h, x, l.post_norm, d, d, d, c.rms_norm_eps);
+  backend::NormArgs post;
+  post.x = h;
+  post.y = x;
+  post.weight = l.post_norm;
+  post.rows = R;
+  post.n = post.ld_x = post.ld_y = d;
+  post.eps = c.rms_norm_eps;
+  be.add_rms_norm(y, post);
   if (l.moe) {
     be.mark(Region::kMoe);
     be.moe(x, l.experts, moe_spec(c), y);
@@ -517,7 +525,13 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
     be.mlp(x, l.mlp_gate_up, l.mlp_down, y);
   }
   be.mark(Region::kNorm);
-  be.add(h, y);
+  if (i + 1 < c.num_layers) {
+    backend::NormArgs next = post;
+    next.weight = layers_[static_cast<size_t>(i) + 1].input_norm;
+    be.add_rms_norm(y, next);
+  } else {
+    be.add(h, y);
+  }
 }
 
 void GlmDsaModel::run_layers(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace) {

@@ -170,31 +170,38 @@ __global__ void copy_rope_kernel(const float* q, int64_t rows, int H, int qk, in
   }
 }
 
-__global__ void split_idx_kernel(const int32_t* idx, int64_t rows, int K, int S, int Ks, int32_t* out) {
+// Index slices and repeated q rows in one launch: threads [0, n_idx) write indices, the rest q.
+__global__ void split_kv_kernel(const int32_t* idx, int64_t rows, int K, int S, int Ks, int32_t* out_idx,
+                                const uint4* q, int64_t row_vec, uint4* out_q) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * S * Ks) return;
-  const int64_t rs = i / Ks;
-  const int j = static_cast<int>(i % Ks), sl = static_cast<int>(rs % S);
-  const int64_t r = rs / S;
-  const int src = sl * Ks + j;
-  out[i] = src < K ? idx[r * K + src] : -1;
+  const int64_t n_idx = rows * S * Ks;
+  if (i < n_idx) {
+    const int64_t rs = i / Ks;
+    const int j = static_cast<int>(i % Ks), sl = static_cast<int>(rs % S);
+    const int src = sl * Ks + j;
+    out_idx[i] = src < K ? idx[(rs / S) * K + src] : -1;
+    return;
+  }
+  const int64_t v = i - n_idx;
+  if (v >= rows * S * row_vec) return;
+  out_q[v] = q[((v / row_vec) / S) * row_vec + v % row_vec];
 }
 
-__global__ void repeat_rows_kernel(const uint4* q, int64_t row_vec, int S, uint4* out, int64_t rows) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * S * row_vec) return;
-  const int64_t v = i % row_vec, rs = i / row_vec;
-  out[i] = q[(rs / S) * row_vec + v];
-}
-
-__global__ void mla_combine_kernel(const float* o_part, const float* lse, int S, int H, int Dv, float* out) {
+__global__ void mla_combine_kernel(const float* o_part, const float* lse, int S, int H, int Dv, void* out_v,
+                                   bool out_bf16) {
   const int64_t rh = blockIdx.x;  // (row, head)
   const int64_t r = rh / H, h = rh % H;
   float mx = -INFINITY;
   for (int s = 0; s < S; ++s) mx = fmaxf(mx, lse[(r * S + s) * H + h]);
-  float* o = out + rh * Dv;
+  auto put = [&](int d, float v) {
+    if (out_bf16) {
+      static_cast<uint16_t*>(out_v)[rh * Dv + d] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    } else {
+      static_cast<float*>(out_v)[rh * Dv + d] = v;
+    }
+  };
   if (mx == -INFINITY) {
-    for (int d = threadIdx.x; d < Dv; d += blockDim.x) o[d] = 0.0f;
+    for (int d = threadIdx.x; d < Dv; d += blockDim.x) put(d, 0.0f);
     return;
   }
   float z = 0.0f;
@@ -206,7 +213,7 @@ __global__ void mla_combine_kernel(const float* o_part, const float* lse, int S,
       if (l == -INFINITY) continue;
       acc += expf(l - mx) / z * o_part[((r * S + s) * H + h) * Dv + d];
     }
-    o[d] = acc;
+    put(d, acc);
   }
 }
 
@@ -214,20 +221,18 @@ __global__ void mla_combine_kernel(const float* o_part, const float* lse, int S,
 
 void split_kv(const int32_t* indices, int64_t rows, int K, int S, int Ks, int32_t* out_idx, const void* q,
               int64_t row_bytes, void* out_q, cudaStream_t s) {
-  const int64_t n = rows * S * Ks;
-  if (n == 0) return;
-  split_idx_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, s>>>(indices, rows, K, S, Ks, out_idx);
-  IS_CUDA_LAUNCH_CHECK("split_idx_kernel");
   IS_CHECK(row_bytes % 16 == 0, "split_kv: q rows of ", row_bytes, " bytes are not a multiple of 16");
-  const int64_t nv = rows * S * (row_bytes / 16);
-  repeat_rows_kernel<<<static_cast<unsigned>(ceil_div(nv, 256)), 256, 0, s>>>(static_cast<const uint4*>(q), row_bytes / 16,
-                                                                              S, static_cast<uint4*>(out_q), rows);
-  IS_CUDA_LAUNCH_CHECK("repeat_rows_kernel");
+  const int64_t n = rows * S * Ks + rows * S * (row_bytes / 16);
+  if (n == 0) return;
+  split_kv_kernel<<<static_cast<unsigned>(ceil_div(n, 256)), 256, 0, s>>>(
+      indices, rows, K, S, Ks, out_idx, static_cast<const uint4*>(q), row_bytes / 16, static_cast<uint4*>(out_q));
+  IS_CUDA_LAUNCH_CHECK("split_kv_kernel");
 }
 
-void mla_combine(const float* o_part, const float* lse, int64_t rows, int S, int H, int Dv, float* out, cudaStream_t s) {
+void mla_combine(const float* o_part, const float* lse, int64_t rows, int S, int H, int Dv, void* out, bool out_bf16,
+                 cudaStream_t s) {
   if (rows == 0) return;
-  mla_combine_kernel<<<static_cast<unsigned>(rows * H), 128, 0, s>>>(o_part, lse, S, H, Dv, out);
+  mla_combine_kernel<<<static_cast<unsigned>(rows * H), 128, 0, s>>>(o_part, lse, S, H, Dv, out, out_bf16);
   IS_CUDA_LAUNCH_CHECK("mla_combine_kernel");
 }
 

@@ -290,6 +290,14 @@ class CudaBackend final : public backend::Backend {
     engine::add(h.as<float>(), y.as<float>(), h.numel(), stream_);
   }
 
+  void add_rms_norm(const Tensor& y, const backend::NormArgs& a) override {
+    norm_checks(a, "add_rms_norm");
+    on_gpu(y, "add_rms_norm y");
+    IS_CHECK(a.ld_x == a.n && a.ld_y == a.n && y.numel() == a.rows * a.n, "add_rms_norm: rows must be contiguous");
+    engine::add_rms_norm(a.x.as<float>(), y.as<float>(), a.y.as<float>(), a.weight.as<float>(), a.rows, a.n, a.eps,
+                         stream_);
+  }
+
   void mlp(const Tensor& x, const Weight& gate_up, const Weight& down, const Tensor& y) override {
     const int64_t d = gate_up.K, M = x.numel() / std::max<int64_t>(d, 1), I = down.K;
     check2(x, "mlp input", DType::kF32, M, d);
@@ -324,17 +332,21 @@ class CudaBackend final : public backend::Backend {
     int32_t* experts = scratch(kMoeExperts, DType::kI32, n).as<int32_t>();
     float* wts = scratch(kMoeWeights, DType::kF32, n).as<float>();
     route(x.as<float>(), M, m, s, experts, wts);
-    int32_t* counts = scratch(kMoeCounts, DType::kI32, E).as<int32_t>();
     int32_t* offsets = scratch(kMoeOffsets, DType::kI32, E + 1).as<int32_t>();
-    int32_t* cursor = scratch(kMoeCursor, DType::kI32, E).as<int32_t>();
     int32_t* slot_pos = scratch(kMoeSlotPos, DType::kI32, n).as<int32_t>();
-    int32_t* perm_tok = scratch(kMoePermTok, DType::kI32, n).as<int32_t>();
-    engine::moe_dispatch(experts, M, k, E, counts, offsets, cursor, slot_pos, perm_tok, stream_);
     float* xs = scratch(kMoeXs, DType::kF32, n * d).as<float>();
     float* gu = scratch(kMoeGu, DType::kF32, n * 2 * I).as<float>();
     float* h = scratch(kMoeH, DType::kF32, n * I).as<float>();
     float* ys = scratch(kMoeYs, DType::kF32, n * d).as<float>();
-    engine::gather_rows(x.as<float>(), d, perm_tok, n, xs, stream_);
+    if (n <= engine::kMoeSmallPairs && 2 * E + n <= 12 * 1024) {
+      engine::moe_dispatch_small(experts, M, k, E, x.as<float>(), d, offsets, slot_pos, xs, stream_);
+    } else {
+      int32_t* counts = scratch(kMoeCounts, DType::kI32, E).as<int32_t>();
+      int32_t* cursor = scratch(kMoeCursor, DType::kI32, E).as<int32_t>();
+      int32_t* perm_tok = scratch(kMoePermTok, DType::kI32, n).as<int32_t>();
+      engine::moe_dispatch(experts, M, k, E, counts, offsets, cursor, slot_pos, perm_tok, stream_);
+      engine::gather_rows(x.as<float>(), d, perm_tok, n, xs, stream_);
+    }
     if (M <= kGemvMaxRows) {
       // Decode: every expert's rows straight from the device offsets (no host round trip).
       matmul(xs, n, m.gate_up, 0, gu, offsets, E, M);
@@ -636,8 +648,9 @@ void CudaBackend::mla_attention(const backend::MlaArgs& a) {
     engine::copy_rope_f32(q, R, H, qk, nope, rope, static_cast<float*>(q_lat), ld, kvr, stream_);
   }
 
-  // 2. o_lat [R, H, kvr] f32.
+  // 2. o_lat [R, H, kvr] f32 (or already bf16 from the split-KV combine).
   float* o_lat = scratch(kMlaOlat, DType::kF32, R * H * kvr).as<float>();
+  uint16_t* combined_bf16 = nullptr;
   if (fast) {
     // Small batches leave most SMs idle with one block per (row, 64 heads): split each row's
     // index list into S slices, attend per slice (with its log-sum-exp), combine.
@@ -672,7 +685,12 @@ void CudaBackend::mla_attention(const backend::MlaArgs& a) {
       p.out = part;
       p.lse = lse;
       sparse_mla_cuda(p);
-      engine::mla_combine(part, lse, R, S, H, kvr, o_lat, stream_);
+      if (wbf16) {
+        combined_bf16 = scratch(kMlaOb, DType::kBF16, R * H * kvr).as<uint16_t>();
+        engine::mla_combine(part, lse, R, S, H, kvr, combined_bf16, true, stream_);
+      } else {
+        engine::mla_combine(part, lse, R, S, H, kvr, o_lat, false, stream_);
+      }
     }
   } else {
     engine::sparse_mla_f32(static_cast<const float*>(q_lat), lc.t.as<float>(), lc.slots(), a.indices.as<int32_t>(), R,
@@ -681,8 +699,11 @@ void CudaBackend::mla_attention(const backend::MlaArgs& a) {
 
   // 3. o[r, h, :] = W_UV[h] o_lat[r, h]: C (v x R) = W_UV[h] (op T of [kvr x v]) . O_h (kvr x R).
   if (wbf16) {
-    uint16_t* ob = scratch(kMlaOb, DType::kBF16, R * H * kvr).as<uint16_t>();
-    engine::f32_to_bf16(o_lat, ob, R * H * kvr, stream_);
+    uint16_t* ob = combined_bf16;
+    if (!ob) {
+      ob = scratch(kMlaOb, DType::kBF16, R * H * kvr).as<uint16_t>();
+      engine::f32_to_bf16(o_lat, ob, R * H * kvr, stream_);
+    }
     IS_CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, vd, static_cast<int>(R), kvr, &one,
                                                w.w_uv.data(), CUDA_R_16BF, kvr, int64_t{vd} * kvr, ob, CUDA_R_16BF,
                                                H * kvr, kvr, &zero, a.out.data(), CUDA_R_32F, H * vd, vd, H,

@@ -67,6 +67,22 @@ __global__ void rms_norm_kernel(const float* x, int64_t ldx, float* y, int64_t l
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * r * w[i];
 }
 
+__global__ void add_rms_norm_kernel(float* h, const float* y, float* x, const float* w, int64_t n, float eps) {
+  __shared__ float red[32];
+  float* hr = h + blockIdx.x * n;
+  const float* yr = y + blockIdx.x * n;
+  float* xr = x + blockIdx.x * n;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = hr[i] + yr[i];
+    hr[i] = v;
+    ss += v * v;
+  }
+  ss = block_sum(ss, red);
+  const float r = 1.0f / sqrtf(ss / static_cast<float>(n) + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) xr[i] = hr[i] * r * w[i];
+}
+
 __global__ void layer_norm_kernel(const float* x, int64_t ldx, float* y, int64_t ldy, const float* w, const float* b,
                                   int64_t n, float eps) {
   __shared__ float red[32];
@@ -194,6 +210,13 @@ void add(float* h, const float* y, int64_t n, cudaStream_t s) {
   if (n == 0) return;
   add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(h, y, n);
   IS_CUDA_LAUNCH_CHECK("add_kernel");
+}
+
+void add_rms_norm(float* h, const float* y, float* x, const float* w, int64_t rows, int64_t n, float eps,
+                  cudaStream_t s) {
+  if (rows == 0) return;
+  add_rms_norm_kernel<<<static_cast<unsigned>(rows), n >= 1024 ? 512 : 128, 0, s>>>(h, y, x, w, n, eps);
+  IS_CUDA_LAUNCH_CHECK("add_rms_norm_kernel");
 }
 
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t s) {

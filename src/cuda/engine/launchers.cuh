@@ -22,6 +22,8 @@ void layer_norm(const float* x, int64_t ldx, float* y, int64_t ldy, const float*
 void rope(float* x, const int32_t* positions, int64_t rows, int heads, int head_dim, int offset, int rot_dim,
           bool interleaved, float factor, const float* inv_freq, cudaStream_t s);
 void add(float* h, const float* y, int64_t n, cudaStream_t s);  // h += y
+// h[r] += y[r], then x[r] = rms_norm(h[r]) * w (rows of n contiguous floats).
+void add_rms_norm(float* h, const float* y, float* x, const float* w, int64_t rows, int64_t n, float eps, cudaStream_t s);
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t s);
 // out[m, i] = silu(gu[m, i]) * gu[m, I + i]
 void swiglu(const float* gu, int64_t rows, int64_t I, float* out, cudaStream_t s);
@@ -64,6 +66,10 @@ void moe_route(const float* logits, const float* bias, int64_t M, int E, int k, 
 void moe_dispatch(const int32_t* experts, int64_t M, int k, int E, int32_t* counts, int32_t* offsets,
                   int32_t* cursor, int32_t* slot_pos, int32_t* perm_tok, cudaStream_t s);
 void gather_rows(const float* x, int64_t d, const int32_t* rows, int64_t n, float* out, cudaStream_t s);
+// moe_dispatch + gather_rows in one single-block kernel, for M * k <= kMoeSmallPairs (decode).
+inline constexpr int64_t kMoeSmallPairs = 1024;
+void moe_dispatch_small(const int32_t* experts, int64_t M, int k, int E, const float* x, int64_t d, int32_t* offsets,
+                        int32_t* slot_pos, float* xs, cudaStream_t s);
 // y[t] = sum_j w[t, j] * ys[slot_pos[t, j]] (+ shared[t] when non-null)
 void moe_combine(const float* ys, const int32_t* slot_pos, const float* weights, const float* shared, int64_t M,
                  int k, int64_t d, float* y, cudaStream_t s);
@@ -94,7 +100,9 @@ void split_kv(const int32_t* indices, int64_t rows, int K, int S, int Ks, int32_
               int64_t row_bytes, void* out_q, cudaStream_t s);
 // o[r, h, :] = sum_s exp(lse[r*S+s, h] - LSE) o_part[r*S+s, h, :] with LSE = log sum_s exp(lse);
 // a row whose slices are all empty (lse -inf) gives zeros.
-void mla_combine(const float* o_part, const float* lse, int64_t rows, int S, int H, int Dv, float* out, cudaStream_t s);
+// out is f32, or bf16 bits when out_bf16 (the input of a bf16 product next).
+void mla_combine(const float* o_part, const float* lse, int64_t rows, int S, int H, int Dv, void* out, bool out_bf16,
+                 cudaStream_t s);
 
 // q_lat[r, h, kvr + i] = bf16(q[r, h, nope + i]) for i < rope.
 void copy_rope_bf16(const float* q, int64_t rows, int H, int qk, int nope, int rope, uint16_t* q_lat, int ld,

@@ -134,6 +134,39 @@ __global__ void gather_rows_kernel(const float* x, int64_t d, const int32_t* row
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) out[r * d + i] = src[i];
 }
 
+// One block: count per expert, exclusive scan, scatter, then gather the rows of x.
+__global__ void moe_dispatch_small_kernel(const int32_t* experts, int n, int k, int E, const float* x, int64_t d,
+                                          int32_t* offsets, int32_t* slot_pos, float* xs) {
+  extern __shared__ int32_t sh[];  // counts [E], cursor [E], perm_tok [n]
+  int32_t* counts = sh;
+  int32_t* cursor = sh + E;
+  int32_t* perm = sh + 2 * E;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) atomicAdd(&counts[experts[i]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t acc = 0;
+    for (int e = 0; e < E; ++e) {
+      cursor[e] = acc;
+      offsets[e] = acc;
+      acc += counts[e];
+    }
+    offsets[E] = acc;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int32_t pos = atomicAdd(&cursor[experts[i]], 1);
+    slot_pos[i] = pos;
+    perm[pos] = i / k;
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < static_cast<int64_t>(n) * d; j += blockDim.x) {
+    const int64_t pos = j / d, c = j % d;
+    xs[j] = x[static_cast<int64_t>(perm[pos]) * d + c];
+  }
+}
+
 __global__ void moe_combine_kernel(const float* ys, const int32_t* slot_pos, const float* weights, const float* shared,
                                    int k, int64_t d, float* y) {
   const int64_t t = blockIdx.x;
@@ -174,6 +207,16 @@ void moe_dispatch(const int32_t* experts, int64_t M, int k, int E, int32_t* coun
                                                                                         slot_pos, perm_tok);
     IS_CUDA_LAUNCH_CHECK("moe_scatter_kernel");
   }
+}
+
+void moe_dispatch_small(const int32_t* experts, int64_t M, int k, int E, const float* x, int64_t d, int32_t* offsets,
+                        int32_t* slot_pos, float* xs, cudaStream_t s) {
+  const int64_t n = M * k;
+  IS_CHECK(n <= kMoeSmallPairs, "moe_dispatch_small: ", n, " pairs");
+  const size_t smem = (2 * static_cast<size_t>(E) + static_cast<size_t>(n)) * sizeof(int32_t);
+  IS_CHECK(smem <= 48 * 1024, "moe_dispatch_small: ", E, " experts exceed the shared memory");
+  moe_dispatch_small_kernel<<<1, 1024, smem, s>>>(experts, static_cast<int>(n), k, E, x, d, offsets, slot_pos, xs);
+  IS_CUDA_LAUNCH_CHECK("moe_dispatch_small_kernel");
 }
 
 void gather_rows(const float* x, int64_t d, const int32_t* rows, int64_t n, float* out, cudaStream_t s) {
