@@ -255,30 +255,14 @@ void CpuBackend::embed(const Weight& table, const Tensor& ids, const Tensor& out
   }
 }
 
-void CpuBackend::rms_norm(const NormArgs& a) {
-  on_cpu(a.x, "rms_norm x");
-  on_cpu(a.y, "rms_norm y");
-  on_cpu(a.weight, "rms_norm weight");
-  IS_CHECK(a.ld_x >= a.n && a.ld_y >= a.n && a.weight.numel() == a.n, "rms_norm: bad strides or weight size");
-  parallel_for(a.rows, 16, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      ops::NormParams np;
-      np.x = a.x.as<float>() + r * a.ld_x;
-      np.y = a.y.as<float>() + r * a.ld_y;
-      np.weight = a.weight.as<float>();
-      np.T = 1;
-      np.n = a.n;
-      np.eps = a.eps;
-      ops::rms_norm(np);
-    }
-  });
-}
+namespace {
 
-void CpuBackend::layer_norm(const NormArgs& a) {
-  on_cpu(a.x, "layer_norm x");
-  on_cpu(a.y, "layer_norm y");
-  on_cpu(a.weight, "layer_norm weight");
-  IS_CHECK(a.ld_x >= a.n && a.ld_y >= a.n && a.weight.numel() == a.n, "layer_norm: bad strides or weight size");
+// One ops:: norm per row of a strided NormArgs.
+void norm_rows(const NormArgs& a, const char* what, void (*op)(const ops::NormParams&)) {
+  on_cpu(a.x, what);
+  on_cpu(a.y, what);
+  on_cpu(a.weight, what);
+  IS_CHECK(a.ld_x >= a.n && a.ld_y >= a.n && a.weight.numel() == a.n, what, ": bad strides or weight size");
   parallel_for(a.rows, 16, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       ops::NormParams np;
@@ -289,10 +273,16 @@ void CpuBackend::layer_norm(const NormArgs& a) {
       np.T = 1;
       np.n = a.n;
       np.eps = a.eps;
-      ops::layer_norm(np);
+      op(np);
     }
   });
 }
+
+}  // namespace
+
+void CpuBackend::rms_norm(const NormArgs& a) { norm_rows(a, "rms_norm", ops::rms_norm); }
+
+void CpuBackend::layer_norm(const NormArgs& a) { norm_rows(a, "layer_norm", ops::layer_norm); }
 
 void CpuBackend::linear(const Tensor& x, const Weight& w, const Tensor& y) {
   IS_CHECK(w.groups == 1, "linear: weight has ", w.groups, " groups");

@@ -435,6 +435,8 @@ class CudaBackend final : public backend::Backend {
                       const Tensor& logical, const Tensor& physical) override;
   void indexer_scores(const backend::IndexerCache& c, const backend::Step& s, const Tensor& q, const Tensor& w,
                       const Tensor& scores) override;
+  // The step's indexer queries quantised to e4m3 (per row and head) and the kernels' parameters.
+  IndexerCudaParams fp8_query(const CudaIndexer& ic, const backend::Step& s, const Tensor& q, const Tensor& w);
   void to_physical(const backend::Step& s, const Tensor& logical, const Tensor& physical) override {
     const int64_t R = s.rows(), K = logical.numel() / std::max<int64_t>(R, 1);
     check2(logical, "logical top-k", DType::kI32, R, K);
@@ -716,8 +718,8 @@ void CudaBackend::mla_attention(const backend::MlaArgs& a) {
   }
 }
 
-IndexerCudaParams fp8_params(const CudaIndexer& ic, const backend::Step& s, const void* q_codes, const float* q_scales,
-                             const float* w, void* stream) {
+IndexerCudaParams fp8_params(const CudaIndexer& ic, const backend::Step& s, const uint8_t* q_codes,
+                             const float* q_scales, const float* w, void* stream) {
   IndexerCudaParams p;
   p.format = IndexerFormat::kFp8;
   p.q = q_codes;
@@ -738,6 +740,15 @@ IndexerCudaParams fp8_params(const CudaIndexer& ic, const backend::Step& s, cons
   return p;
 }
 
+IndexerCudaParams CudaBackend::fp8_query(const CudaIndexer& ic, const backend::Step& s, const Tensor& q,
+                                        const Tensor& w) {
+  const int64_t R = s.rows();
+  uint8_t* codes = scratch(kIdxQCodes, DType::kU8, R * ic.s.heads * ic.s.dim).as<uint8_t>();
+  float* qs = scratch(kIdxQScales, DType::kF32, R * ic.s.heads).as<float>();
+  engine::quantize_q_fp8(q.as<float>(), R * ic.s.heads, codes, qs, stream_);
+  return fp8_params(ic, s, codes, qs, w.as<float>(), stream_);
+}
+
 void CudaBackend::indexer_select(const backend::IndexerCache& c, const backend::Step& s, const Tensor& q,
                                  const Tensor& w, const Tensor& logical, const Tensor& physical) {
   const auto& ic = dynamic_cast<const CudaIndexer&>(c);
@@ -748,10 +759,9 @@ void CudaBackend::indexer_select(const backend::IndexerCache& c, const backend::
   check2(logical, "indexer top-k", DType::kI32, R, sp.topk);
   check2(physical, "indexer top-k slots", DType::kI32, R, sp.topk);
   if (sp.format == CacheFormat::kFp8) {
-    uint8_t* codes = scratch(kIdxQCodes, DType::kU8, R * sp.heads * sp.dim).as<uint8_t>();
-    float* qs = scratch(kIdxQScales, DType::kF32, R * sp.heads).as<float>();
-    engine::quantize_q_fp8(q.as<float>(), R * sp.heads, codes, qs, stream_);
-    const IndexerCudaParams p = fp8_params(ic, s, codes, qs, w.as<float>(), stream_);
+    const IndexerCudaParams p = fp8_query(ic, s, q, w);
+    const auto* codes = static_cast<const uint8_t*>(p.q);
+    const float* qs = p.q_scale;
     if (R > kDecodeRows) {
       // Prefill: the fused indexer + top-k, which never writes the [rows, L] scores.
       const size_t ws = indexer_topk_workspace_bytes(p, sp.topk);
@@ -828,10 +838,7 @@ void CudaBackend::indexer_scores(const backend::IndexerCache& c, const backend::
   check2(w, "indexer weights", DType::kF32, R, sp.heads);
   check2(scores, "indexer scores", DType::kF32, R, L);
   if (sp.format == CacheFormat::kFp8) {
-    uint8_t* codes = scratch(kIdxQCodes, DType::kU8, R * sp.heads * sp.dim).as<uint8_t>();
-    float* qs = scratch(kIdxQScales, DType::kF32, R * sp.heads).as<float>();
-    engine::quantize_q_fp8(q.as<float>(), R * sp.heads, codes, qs, stream_);
-    indexer_scores_cuda(fp8_params(ic, s, codes, qs, w.as<float>(), stream_), scores.as<float>(), L);
+    indexer_scores_cuda(fp8_query(ic, s, q, w), scores.as<float>(), L);
   } else {
     engine::indexer_scores_f32(q.as<float>(), w.as<float>(), ic.t.as<float>(), 0, R, s.T, sp.heads, sp.dim, sp.scale,
                                s.q_starts.as<int32_t>(), s.block_table.as<int32_t>(), s.max_pages, L,
