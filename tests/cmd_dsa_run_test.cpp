@@ -66,6 +66,37 @@ TEST(CmdDsaRun, BadArgumentsFail) {
   EXPECT_NE(r.out.find("token id 999"), std::string::npos) << r.out;
   r = run_tool("dsa-run --model /nonexistent --tokens 1,2 --perplexity", "2>&1");
   EXPECT_NE(r.exit_code, 0);
+  // Engine options: a cache too small for the run, an unknown device, fp8 weights on the CPU.
+  const std::string m = "dsa-run --config " + kFx + "/all_full/config.json --weights " + kFx + "/model.safetensors";
+  r = run_tool(m + " --tokens 1,2,3 --generate 2 --ctx 4", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--ctx 4 is below the 5 tokens"), std::string::npos) << r.out;
+  r = run_tool(m + " --tokens 1,2,3 --generate 2 --device tpu", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--device: 'tpu'"), std::string::npos) << r.out;
+  r = run_tool(m + " --tokens 1,2,3 --generate 2 --weights-format fp8", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("fp8 weights are not supported"), std::string::npos) << r.out;
+}
+
+// Several --tokens-file runs share one loaded model; --logits-out writes each one's last rows.
+TEST(CmdDsaRun, SeveralTokenFilesAndLogitsOut) {
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "ids_a.txt") << "1 2 3 4 5";
+  std::ofstream(dir + "ids_b.txt") << "7 8";
+  const auto r = run_tool("dsa-run --config " + kFx + "/all_full/config.json --weights " + kFx +
+                              "/model.safetensors --tokens-file " + dir + "ids_a.txt --tokens-file " + dir +
+                              "ids_b.txt --logits-out " + dir + "lg.bin --logits-rows 2 --json",
+                          "2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.at("runs").size(), 2u);
+  EXPECT_EQ(j.at("runs")[0].at("tokens").get<int64_t>(), 5);
+  EXPECT_EQ(j.at("runs")[1].at("tokens").get<int64_t>(), 2);
+  for (const char* f : {"lg.bin.0", "lg.bin.1"}) {
+    std::ifstream in(dir + f, std::ios::binary | std::ios::ate);
+    EXPECT_EQ(static_cast<int64_t>(in.tellg()), 2 * 256 * 4) << f;  // 2 rows x vocab 256 x f32
+  }
 }
 
 }  // namespace

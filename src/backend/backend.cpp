@@ -136,7 +136,8 @@ std::vector<float> host_weight_values(const HostWeight& w) {
 }
 
 Weight Backend::upload_weight(const HostWeight& h) {
-  IS_CHECK(supports(h.format), name(), ": ", weight_format_name(h.format), " weights are not supported");
+  IS_CHECK(supports(h.format), name(), ": ", weight_format_name(h.format),
+           " weights are not supported (the CPU runs f32 or bf16 weights; fp8 runs on --device cuda)");
   Weight w;
   w.format = h.format;
   w.groups = h.groups;
