@@ -116,6 +116,22 @@ void CudaBackend::mla_attention(const backend::MlaArgs& a) {
   }
 }
 
+// The exact top-k of `rows` score rows [rows, L] into indices [rows, k].
+void topk_rows(const float* scores, int64_t rows, int64_t L, int k, int32_t* indices, const Tensor& work,
+               cudaStream_t stream) {
+  TopkCudaParams tp;
+  tp.scores = scores;
+  tp.T = rows;
+  tp.L = L;
+  tp.ld = L;
+  tp.k = k;
+  tp.indices = indices;
+  tp.workspace = work.data();
+  tp.workspace_bytes = work.bytes();
+  tp.stream = stream;
+  topk_cuda(tp);
+}
+
 IndexerCudaParams fp8_params(const CudaIndexer& ic, const backend::Step& s, const uint8_t* q_codes,
                              const float* q_scales, const float* w, void* stream) {
   IndexerCudaParams p;
@@ -186,17 +202,7 @@ void CudaBackend::indexer_select(const backend::IndexerCache& c, const backend::
         pb.seq_lens = s.seq_lens.as<int32_t>() + b0;
         pb.q_starts = s.q_starts.as<int32_t>() + b0;
         indexer_scores_cuda(pb, scores, L);
-        TopkCudaParams tp;
-        tp.scores = scores;
-        tp.T = r1 - r0;
-        tp.L = L;
-        tp.ld = L;
-        tp.k = sp.topk;
-        tp.indices = logical.as<int32_t>() + r0 * sp.topk;
-        tp.workspace = work.data();
-        tp.workspace_bytes = ws;
-        tp.stream = stream_;
-        topk_cuda(tp);
+        topk_rows(scores, r1 - r0, L, sp.topk, logical.as<int32_t>() + r0 * sp.topk, work, stream_);
       }
     }
   } else {
@@ -211,17 +217,7 @@ void CudaBackend::indexer_select(const backend::IndexerCache& c, const backend::
       engine::indexer_scores_f32(q.as<float>(), w.as<float>(), ic.t.as<float>(), r0, r1, s.T, sp.heads, sp.dim,
                                  sp.scale, s.q_starts.as<int32_t>(), s.block_table.as<int32_t>(), s.max_pages, L,
                                  scores, L, stream_);
-      TopkCudaParams tp;
-      tp.scores = scores;
-      tp.T = r1 - r0;
-      tp.L = L;
-      tp.ld = L;
-      tp.k = sp.topk;
-      tp.indices = logical.as<int32_t>() + r0 * sp.topk;
-      tp.workspace = work.data();
-      tp.workspace_bytes = ws;
-      tp.stream = stream_;
-      topk_cuda(tp);
+      topk_rows(scores, r1 - r0, L, sp.topk, logical.as<int32_t>() + r0 * sp.topk, work, stream_);
     }
   }
   to_physical(s, logical, physical);
