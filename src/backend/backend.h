@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/moe_route.h"
 
 namespace indexshare::backend {
 
@@ -106,12 +107,8 @@ struct RopeSpec {
   Tensor inv_freq;  // [rot_dim / 2] f32 on the backend
 };
 
-// The sigmoid router of DeepSeek-V3 / GLM ("noaux_tc"), see ops/moe_route.h.
-struct MoeSpec {
-  int experts = 0, top_k = 0, n_group = 1, topk_group = 1;
-  bool norm_topk_prob = true;
-  float routed_scaling = 1.0f;
-};
+// The sigmoid router of DeepSeek-V3 / GLM ("noaux_tc"): its parameters are those of the CPU op.
+using MoeSpec = ops::MoeRouteParams;
 struct MoeWeights {
   Weight router;       // [E, d] (f32)
   Tensor router_bias;  // [E] f32 (e_score_correction_bias)

@@ -93,24 +93,12 @@ void mlp_rows(const float* x, int64_t M, const Weight& gate_up, const Weight& do
   matmul(h.data(), M, down, g, y);
 }
 
-ops::MoeRouteParams route_params(const MoeSpec& s) {
-  ops::MoeRouteParams p;
-  p.experts = s.experts;
-  p.top_k = s.top_k;
-  p.n_group = s.n_group;
-  p.topk_group = s.topk_group;
-  p.norm_topk_prob = s.norm_topk_prob;
-  p.routed_scaling = s.routed_scaling;
-  return p;
-}
-
 void route(const float* x, int64_t M, const MoeWeights& m, const MoeSpec& s, int32_t* experts, float* weights) {
-  const ops::MoeRouteParams rp = route_params(s);
-  ops::validate(rp);
+  ops::validate(s);
   std::vector<float> logits(static_cast<size_t>(M * s.experts));
   matmul(x, M, m.router, 0, logits.data());
   for (int64_t t = 0; t < M; ++t)
-    ops::route_token(rp, logits.data() + t * s.experts, m.router_bias.as<float>(), experts + t * s.top_k,
+    ops::route_token(s, logits.data() + t * s.experts, m.router_bias.as<float>(), experts + t * s.top_k,
                      weights + t * s.top_k);
 }
 

@@ -583,10 +583,7 @@ class CudaBackend final : public backend::Backend {
 
   void route(const float* x, int64_t M, const backend::MoeWeights& m, const backend::MoeSpec& s, int32_t* experts,
              float* weights) {
-    IS_CHECK(s.experts >= 1 && s.n_group >= 1 && s.experts % s.n_group == 0 && s.topk_group >= 1 &&
-                 s.topk_group <= s.n_group && s.top_k >= 1 && s.top_k <= s.topk_group * (s.experts / s.n_group),
-             "moe router (cuda): inconsistent spec (", s.experts, " experts, ", s.n_group, " groups, top ",
-             s.topk_group, " groups, top_k ", s.top_k, ")");
+    ops::validate(s);  // the CPU op's checks of the router parameters
     IS_CHECK(m.router.N == s.experts, "moe router: ", m.router.N, " router rows for ", s.experts, " experts");
     float* logits = scratch(kMoeLogits, DType::kF32, M * s.experts).as<float>();
     matmul(x, M, m.router, 0, logits, nullptr, 1, M);
