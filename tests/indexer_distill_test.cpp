@@ -32,7 +32,12 @@ struct Problem {
   void sample_rows(std::vector<int64_t> r) {
     rows = std::move(r);
     target_rows.clear();
-    for (int64_t t : rows) target_rows.insert(target_rows.end(), target.begin() + t * T, target.begin() + (t + 1) * T);
+    // A row outside [0, T) gets a zero target row: the library must reject the sample itself,
+    // and this helper must not read past the target to build it.
+    for (int64_t t : rows) {
+      if (t >= 0 && t < T) target_rows.insert(target_rows.end(), target.begin() + t * T, target.begin() + (t + 1) * T);
+      else target_rows.insert(target_rows.end(), static_cast<size_t>(T), 0.0f);
+    }
   }
 };
 
