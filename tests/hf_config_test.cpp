@@ -238,6 +238,8 @@ TEST(HfConfig, UnknownKeysWarnOrFail) {
 
 TEST(HfConfig, ErrorsNameFileAndKey) {
   expect_error("{not json", "invalid JSON");
+  // A number past a double's range (found by fuzz/hf_config_fuzz): an Error, not json's exception.
+  expect_error("{\"model_type\": \"llama\", \"hidden_size\": 641e308}", "invalid JSON");
   expect_error("[1, 2]", "expected a JSON object");
   expect_error(without(kGlm52, "model_type"), "missing required key 'model_type'");
   expect_error(with(kGlm52, "model_type", "qwen3"), "unknown model_type 'qwen3'; supported: glm_moe_dsa");

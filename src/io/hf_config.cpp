@@ -261,7 +261,7 @@ HfConfig parse_hf_config(std::string_view json_text, std::string_view source) {
   json root;
   try {
     root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number past a double
     fail(c.source, ": invalid JSON: ", e.what());
   }
   IS_CHECK(root.is_object(), c.source, ": expected a JSON object at the top level, got ", root.type_name());
