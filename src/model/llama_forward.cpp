@@ -131,7 +131,7 @@ class Forward {
   // fills x() itself (forward_layers).
   Forward(const LlamaConfig& c, const LlamaWeights& w, KvCache* cache, Workspace& ws, const int32_t* tokens,
           int64_t T, int64_t pos0, float* logits, bool all_logits)
-      : c_(c), w_(w), cache_(cache), ws_(ws), tokens_(tokens), T_(T), logits_(logits), all_logits_(all_logits) {
+      : c_(c), w_(w), cache_(cache), ws_(ws), tokens_(tokens), T_(T), logits_(logits) {
     d_ = c.d_model;
     H_ = c.n_heads;
     Hkv_ = c.n_kv_heads;
@@ -475,7 +475,6 @@ class Forward {
   const int32_t* tokens_;
   int64_t T_;
   float* logits_;
-  bool all_logits_;
   int64_t d_, H_, Hkv_, Dh_, qd_, kd_, F_, pos0_, L_, n_mb_, first_;
   int64_t tile_rows_ = 1, tiles_ = 1, chunks_ = 1, chunk_ = 1, gspan_ = 1;
   bool f16_ = false;
