@@ -1,5 +1,5 @@
 // Writes the GGUF seed corpus: make_gguf_seeds DIR (the committed seeds live in
-// fuzz/corpus/gguf/; tests/gguf_test.cpp checks they match this generator).
+// fuzz/seeds/gguf/; tests/gguf_test.cpp checks they match this generator).
 #include <cstdio>
 #include <fstream>
 #include <string>

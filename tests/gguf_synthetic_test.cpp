@@ -185,7 +185,7 @@ TEST(GgufSynthetic, AlignmentAndLlamaSample) {
 // The committed seed corpus is what fuzz/make_gguf_seeds writes.
 TEST(GgufSynthetic, SeedCorpusMatchesGenerator) {
   for (const auto& [name, bytes] : t::all_samples()) {
-    const std::string path = std::string(INDEXSHARE_SOURCE_DIR) + "/fuzz/corpus/gguf/" + name;
+    const std::string path = std::string(INDEXSHARE_SOURCE_DIR) + "/fuzz/seeds/gguf/" + name;
     std::ifstream in(path, std::ios::binary);
     ASSERT_TRUE(in.good()) << path << " missing: run make_gguf_seeds (scripts/fuzz.sh)";
     const std::vector<uint8_t> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
