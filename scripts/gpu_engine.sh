@@ -5,7 +5,7 @@
 #
 #   --tests     every CUDA test (indexshare_cuda_tests: the kernels, the backend op table, the
 #               model against transformers' fixtures and the CPU)
-#   --sanitize  compute-sanitizer memcheck over the engine's tests
+#   --sanitize  compute-sanitizer memcheck, racecheck and synccheck over every CUDA test
 #   --bench     bench/cuda/long_context_bench with ARGS (see its header)
 #   --peer      bench/transformers_peer.py with ARGS (transformers' glm_moe_dsa on the same GPU)
 #
@@ -66,10 +66,8 @@ if [ -n "$tests" ]; then
   echo "  ($(( $(date +%s) - t0 )) s)"
 fi
 if [ -n "$sanitize" ]; then
-  echo "== compute-sanitizer memcheck: the engine's tests"
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/tests/indexshare_cuda_tests" \
-    --gtest_filter='Table/CudaBackendOps.*:GlmDsaCuda.DecodeAndBatchedDecodeEqualPrefill' --gtest_brief=1 \
-    > "$out/sanitize-memcheck.log" 2>&1 && echo "  memcheck: clean" || { echo "  memcheck: FAILED"; tail -30 "$out/sanitize-memcheck.log"; status=1; }
+  echo "== compute-sanitizer (memcheck, racecheck, synccheck) over every CUDA test"
+  "$root/scripts/cuda_sanitize.sh" "$build" "$out" || status=1
 fi
 if [ -n "$bench" ]; then
   echo "== long-context benchmark: $bench"

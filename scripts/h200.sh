@@ -71,13 +71,8 @@ if [ -z "$skip_tests" ]; then
   tail -25 "$out/tests.log"
 fi
 if [ -n "$sanitize" ]; then
-  echo "== compute-sanitizer (memcheck, racecheck) on the small tests"
-  filt='TopkCuda.MaskedShortAndRowLengths:TopkCuda.TiesGoToLowerPositions:IndexerCuda.Decode*:IndexerTopkCuda.Decode*:SparseMlaCuda.DeepSeek*'
-  for tool in memcheck racecheck; do
-    timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tests/indexshare_cuda_tests" \
-      --gtest_filter="$filt" --gtest_brief=1 > "$out/sanitize-$tool.log" 2>&1 && echo "  $tool: clean" \
-      || { echo "  $tool: FAILED (rc $?)"; tail -20 "$out/sanitize-$tool.log"; status=1; }
-  done
+  echo "== compute-sanitizer (memcheck, racecheck, synccheck) over every CUDA test"
+  "$root/scripts/cuda_sanitize.sh" "$build" "$out" || status=1
 fi
 
 [ -n "$tests_only" ] && exit $status
