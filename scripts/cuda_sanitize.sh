@@ -28,7 +28,7 @@ for tool in "${tools[@]}"; do
   esac
   t0=$(date +%s)
   timeout "${SANITIZE_TIMEOUT:-900}" compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 9 \
-    "$bin" --gtest_brief=1 > "$out/sanitize-$tool.log" 2>&1
+    "$bin" > "$out/sanitize-$tool.log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - t0 ))
   summary=$(grep -E "^========= (ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY)" "$out/sanitize-$tool.log" | tr '\n' ' ')
