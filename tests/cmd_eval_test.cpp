@@ -53,7 +53,7 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   std::string searched = uniform(layers_, 4);
   searched[1] = 'F';
   searched[4] = 'S';
-  const auto r = run_tool("-t 2 eval --ctx 128 --topk 16 --measure-stride 8 --json -o \"" + out + "\" --indexers \"" +
+  const auto r = run_tool("-t 2 eval --ctx 128 --topk 16 --measure-stride 8 --probes --json -o \"" + out + "\" --indexers \"" +
                               per_layer_ + "\" --aware-indexers \"" + aware_ + "\" --searched-pattern " + searched,
                           "2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -80,6 +80,16 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   EXPECT_GE(double(m[4]["s_overlap"]), 0.0);
   ASSERT_EQ(j["jaccard"].size(), static_cast<size_t>(layers_ * layers_));
   EXPECT_NEAR(double(j["jaccard"][0]), 1.0, 1e-12) << "a layer's sets equal themselves";
+  // Probes: every mode has the five regions; copying makes the repeats easier than the first
+  // copy for dense attention (a property of any language model that can copy).
+  ASSERT_EQ(j["probes"].size(), 8u);
+  for (const auto& pm : j["probes"]) ASSERT_EQ(pm["regions"].size(), 5u) << pm["mode"];
+  const auto& dr = j["probes"][0]["regions"];
+  EXPECT_EQ(dr[0]["region"], "first copy");
+  EXPECT_EQ(dr[1]["region"], "repeats");
+  EXPECT_LT(double(dr[1]["ppl"]), 0.5 * double(dr[0]["ppl"]));
+  EXPECT_EQ(dr[2]["probe"], "passkey @ 10%");
+  EXPECT_EQ(dr[4]["probe"], "passkey @ 90%");
   for (const auto& pic : j["pictures"]) {
     std::ifstream f(pic.get<std::string>(), std::ios::binary);
     char sig[8] = {};

@@ -315,6 +315,22 @@ TEST(LlamaModel, PerplexityMatchesLlamaCpp) {
               static_cast<long long>(kWindows), static_cast<long long>(o.ctx), r.ppl, want,
               100.0 * (r.ppl / want - 1.0), r.seconds);
   EXPECT_NEAR(r.ppl, want, 0.01 * want);
+  // Kept per-prediction values: as many as scored, averaging to the same NLL, the same result.
+  o.keep_tokens = true;
+  const eval::PerplexityResult k = eval::perplexity(R->model(), tokens, o);
+  ASSERT_EQ(static_cast<int64_t>(k.token_nll.size()), k.scored);
+  ASSERT_EQ(k.token_top1.size(), k.token_nll.size());
+  EXPECT_EQ(k.ppl, r.ppl);
+  EXPECT_NEAR(std::accumulate(k.token_nll.begin(), k.token_nll.end(), 0.0) / static_cast<double>(k.scored), r.mean_nll, 1e-6);
+  // A model this good predicts some tokens of text as its arg-max, and not all.
+  const auto hits = std::count(k.token_top1.begin(), k.token_top1.end(), uint8_t{1});
+  EXPECT_GT(hits, k.scored / 10);
+  EXPECT_LT(hits, k.scored);
+  // Each arg-max hit is a prediction of probability >= 1/vocab, so its NLL <= log(vocab).
+  for (size_t i = 0; i < k.token_nll.size(); ++i)
+    if (k.token_top1[i]) {
+      EXPECT_LE(k.token_nll[i], std::log(static_cast<double>(R->model().config().vocab)) + 1e-4);
+    }
 }
 
 // Decoding one token at a time gives the logits of one prefill of the same tokens (the

@@ -15,6 +15,7 @@
 #include "eval/corpus.h"
 #include "eval/dsa_eval.h"
 #include "eval/plot.h"
+#include "eval/probes.h"
 #include "io/indexer_file.h"
 #include "model_session.h"
 #include "progress.h"
@@ -32,6 +33,7 @@ struct EvalArgs {
   int topk = 0;
   int64_t measure_stride = 16;
   bool json = false;
+  bool probes = false;
   train::DistillOptions distill;
 };
 
@@ -175,6 +177,28 @@ int run(const EvalArgs& a) {
   }
   bar.finish();
 
+  // Copy and retrieval probes (eval/probes.h), built from the same held-out text.
+  std::vector<eval::Probe> probes;
+  std::vector<std::vector<eval::RegionScore>> probe_scores(modes.size());  // [mode][probe region]
+  if (a.probes) {
+    const double depths[] = {0.1, 0.5, 0.9};
+    probes = eval::make_probes(tokens, [&](std::string_view t) { return s.tokenizer->encode(t, false, false); }, a.ctx,
+                               depths);
+    ProgressBar pbar("probes", static_cast<int64_t>(modes.size() * probes.size()), "windows");
+    for (size_t i = 0; i < modes.size(); ++i)
+      for (size_t p = 0; p < probes.size(); ++p) {
+        pbar.update(static_cast<int64_t>(i * probes.size() + p), modes[i].name + ", " + probes[p].name);
+        eval::EvalSettings e = es;
+        e.ppl.first = probes[p].first;
+        e.ppl.max_windows = 1;
+        e.ppl.keep_tokens = true;
+        e.measure_stride = 0;
+        const eval::ModeResult r = eval::run_mode(s.model(), probes[p].tokens, modes[i], e);
+        for (auto& sc : eval::score_probe(probes[p], r.token_nll, r.token_top1)) probe_scores[i].push_back(std::move(sc));
+      }
+    pbar.finish();
+  }
+
   const eval::ModeResult& dense = res[0];
   const eval::ModeResult& dsa = res[2];
   fs::create_directories(a.out_dir);
@@ -230,6 +254,16 @@ int run(const EvalArgs& a) {
                           {"indexer_flops_per_token", r.indexer_flops}, {"attention_flops_per_token", r.attention_flops},
                           {"total_flops_per_token", r.total_flops}, {"seconds", r.seconds}, {"select_seconds", r.select_seconds}});
   }
+  if (a.probes) {
+    j["probes_source"] = "the eval split (held out from distillation and search)";
+    for (size_t i = 0; i < modes.size(); ++i) {
+      nlohmann::json m{{"mode", modes[i].name}};
+      for (const auto& sc : probe_scores[i])
+        m["regions"].push_back({{"probe", sc.probe}, {"region", sc.region}, {"tokens", sc.tokens}, {"ppl", sc.ppl},
+                                {"mean_nll", sc.mean_nll}, {"top1", sc.top1}, {"exact", sc.exact}});
+      j["probes"].push_back(m);
+    }
+  }
   if (a.json) {
     fmt::print("{}\n", j.dump(2));
     return 0;
@@ -245,6 +279,26 @@ int run(const EvalArgs& a) {
   }
   for (const auto& r : res)
     if (!r.pattern.empty() && r.pattern != "dense") fmt::print("  {:<19} {}\n", r.name, r.pattern);
+  if (a.probes) {
+    // One column per probe region: perplexity of the region; for the pass key, the answer's NLL
+    // and whether every answer token is the arg-max (yes / no).
+    fmt::print("\ncopy and retrieval probes (context {}, top-k {}, text of the eval split):\n", a.ctx, topk);
+    fmt::print("{:<19}", "mode");
+    for (const auto& sc : probe_scores[0])
+      fmt::print(" {:>20}", sc.probe.rfind("passkey", 0) == 0 ? sc.probe : sc.probe + ": " + sc.region);
+    fmt::print("\n");
+    for (size_t i = 0; i < modes.size(); ++i) {
+      fmt::print("{:<19}", modes[i].name);
+      for (const auto& sc : probe_scores[i]) {
+        if (sc.probe.rfind("passkey", 0) == 0) {
+          fmt::print(" {:>20}", fmt::format("nll {:.2f} {}", sc.mean_nll * static_cast<double>(sc.tokens), sc.exact ? "yes" : "no"));
+        } else {
+          fmt::print(" {:>20}", fmt::format("ppl {:.3f}", sc.ppl));
+        }
+      }
+      fmt::print("\n");
+    }
+  }
   fmt::print("pictures: {}, {}\n", heat, curve);
   if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
   return 0;
@@ -263,6 +317,8 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
   app.add_option("--measure-stride", a->measure_stride, "measure recall/overlap on every n-th row (0 = off)")->capture_default_str();
   app.add_option("-o,--out-dir", a->out_dir, "folder for the PNG pictures")->capture_default_str();
   app.add_flag("--json", a->json, "print everything as JSON");
+  app.add_flag("--probes", a->probes,
+               "also run the copy and retrieval probes (a passage repeated three times; a pass key at 10/50/90% depth)");
   app.add_option("--distill-sequences", a->distill.sequences, "sequences for a one-time distillation")->capture_default_str();
   app.add_option("--distill-seq-len", a->distill.seq_len, "tokens per distillation sequence")->capture_default_str();
   app.add_option("--distill-steps", a->distill.steps_per_sequence, "Adam steps per sequence")->capture_default_str();

@@ -73,6 +73,8 @@ ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens,
   }
   r.ppl = pr.ppl;
   r.mean_nll = pr.mean_nll;
+  r.token_nll = std::move(pr.token_nll);
+  r.token_top1 = std::move(pr.token_top1);
   r.seconds = pr.seconds;
   r.total_flops = llama_matmul_flops_per_token(c) + r.attention_flops + r.indexer_flops;
   return r;

@@ -36,6 +36,8 @@ struct ModeResult {
   double seconds = 0.0;         // wall time of the windows
   double select_seconds = 0.0;  // of which in top-k selection
   std::vector<std::vector<std::vector<int32_t>>> recorded;  // when asked for
+  std::vector<float> token_nll;   // with EvalSettings::ppl.keep_tokens (PerplexityResult's)
+  std::vector<uint8_t> token_top1;
 };
 
 struct EvalSettings {

@@ -1,5 +1,6 @@
 #include "eval/perplexity.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -35,8 +36,10 @@ PerplexityResult perplexity(const model::LlamaModel& m, std::span<const int32_t>
   PerplexityResult r;
   model::KvCache cache;
   cache.reset(cfg, o.ctx, o.kv);
-  // Logits only of the scored rows [first, ctx - 1): the step-wise forward, bit-equal to forward().
-  std::vector<float> logits(static_cast<size_t>(o.ctx - 1 - first) * cfg.vocab);
+  // Logits only of the scored rows [first, ctx - 1), in blocks of kBlock rows (no [ctx, vocab]
+  // buffer): the step-wise forward, bit-equal to forward().
+  constexpr int64_t kBlock = 256;
+  std::vector<float> logits(static_cast<size_t>(std::min(kBlock, o.ctx - 1 - first)) * cfg.vocab);
   std::vector<float> x(static_cast<size_t>(o.ctx) * cfg.d_model);
   std::vector<int32_t> win(static_cast<size_t>(o.ctx));
   double nll = 0.0;
@@ -48,11 +51,20 @@ PerplexityResult perplexity(const model::LlamaModel& m, std::span<const int32_t>
     if (backend) backend->begin_sequence();
     m.embed_tokens(win.data(), o.ctx, x.data());
     m.forward_layers(0, cfg.n_layers, x.data(), o.ctx, 0, cache, backend);
-    m.output_logits(x.data() + first * cfg.d_model, o.ctx - 1 - first, logits.data());
-    for (int64_t j = first; j < o.ctx - 1; ++j) {
-      const std::span<const float> row(logits.data() + (j - first) * cfg.vocab, static_cast<size_t>(cfg.vocab));
-      nll -= log_prob(row, tokens[static_cast<size_t>(w * o.ctx + j + 1)]);
-      ++r.scored;
+    for (int64_t j0 = first; j0 < o.ctx - 1; j0 += kBlock) {
+      const int64_t j1 = std::min(j0 + kBlock, o.ctx - 1);
+      m.output_logits(x.data() + j0 * cfg.d_model, j1 - j0, logits.data());
+      for (int64_t j = j0; j < j1; ++j) {
+        const std::span<const float> row(logits.data() + (j - j0) * cfg.vocab, static_cast<size_t>(cfg.vocab));
+        const int32_t target = tokens[static_cast<size_t>(w * o.ctx + j + 1)];
+        const double lp = log_prob(row, target);
+        nll -= lp;
+        ++r.scored;
+        if (o.keep_tokens) {
+          r.token_nll.push_back(static_cast<float>(-lp));
+          r.token_top1.push_back(std::max_element(row.begin(), row.end()) - row.begin() == target);
+        }
+      }
     }
     r.running_ppl.push_back(std::exp(nll / static_cast<double>(r.scored)));
     if (progress) progress(w + 1, windows, r.running_ppl.back());

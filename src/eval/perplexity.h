@@ -20,6 +20,7 @@ struct PerplexityOptions {
   int64_t first = -1;       // first scored position; -1 = ctx / 2
   int32_t bos = -1;         // >= 0: replace each window's first token by it
   model::KvType kv = model::KvType::kF16;
+  bool keep_tokens = false;  // fill PerplexityResult::token_nll / token_top1
 };
 
 struct PerplexityResult {
@@ -30,6 +31,10 @@ struct PerplexityResult {
   std::vector<double> running_ppl;  // after each window, as llama-perplexity prints
   double seconds = 0.0;
   double tokens_per_second = 0.0;   // tokens evaluated (windows * ctx) per second
+  // With keep_tokens, per scored prediction (window-major, positions first .. ctx-2): its negative
+  // log-likelihood, and whether the target is the row's arg-max (the lowest id among equal maxima).
+  std::vector<float> token_nll;
+  std::vector<uint8_t> token_top1;
 };
 
 // progress(done_windows, total_windows, running_ppl) after each window; may be empty.

@@ -1,0 +1,59 @@
+// Copy and retrieval probes for `indexshare eval --probes`: windows built from held-out text in
+// which the next tokens can be found verbatim earlier in the context, so an attention mode that
+// misses the earlier copy shows it as lost likelihood.
+//
+//   repeat x3        a passage of ctx/3 tokens written three times in a row (the window's tail
+//                    is the passage's start again). Regions: "first copy" (predictions of tokens
+//                    1 .. n-1 of the first copy: nothing to copy yet) and "repeats" (every
+//                    prediction of the later copies: each token is in the context already).
+//   passkey @ d      filler text with a needle ("The pass key is 52817. Remember it. ...") at
+//                    depth d of the filler, then "What is the pass key? The pass key is" and the
+//                    answer. Region "answer": the predictions of the answer's tokens.
+//
+// Each probe is one window of exactly ctx tokens (its first token is replaced by BOS when the
+// model adds one, as every perplexity window is). Region [begin, end) holds scored positions j,
+// each predicting token j + 1.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace indexshare::eval {
+
+struct ProbeRegion {
+  std::string name;
+  int64_t begin = 0, end = 0;  // scored positions [begin, end)
+};
+
+struct Probe {
+  std::string name;
+  std::vector<int32_t> tokens;  // ctx tokens
+  int64_t first = 0;            // first scored position (the window scores [first, ctx - 1))
+  std::vector<ProbeRegion> regions;
+};
+
+using Encode = std::function<std::vector<int32_t>(std::string_view)>;
+
+// The repeat probe and one passkey probe per depth (fractions in [0, 1]), from held-out tokens
+// (at least 2 * ctx of them: the repeat passage starts at 0, the filler at ctx). Error when the
+// text is too short, ctx < 64, or a depth is outside [0, 1].
+std::vector<Probe> make_probes(std::span<const int32_t> heldout, const Encode& encode, int64_t ctx,
+                               std::span<const double> depths);
+
+struct RegionScore {
+  std::string probe, region;
+  int64_t tokens = 0;
+  double mean_nll = 0.0, ppl = 0.0;
+  double top1 = 0.0;   // fraction of predictions whose arg-max is the target
+  bool exact = false;  // every prediction of the region is its arg-max
+};
+
+// Scores each region of `p` from the per-prediction NLL and arg-max hits of its window
+// (positions p.first .. ctx - 2, as PerplexityResult::token_nll / token_top1 hold them).
+std::vector<RegionScore> score_probe(const Probe& p, std::span<const float> nll, std::span<const uint8_t> top1);
+
+}  // namespace indexshare::eval
