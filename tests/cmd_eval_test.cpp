@@ -90,6 +90,17 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   EXPECT_LT(double(dr[1]["ppl"]), 0.5 * double(dr[0]["ppl"]));
   EXPECT_EQ(dr[2]["probe"], "passkey @ 10%");
   EXPECT_EQ(dr[4]["probe"], "passkey @ 90%");
+  // The needle's share of each layer's sets at the answer rows: DSA modes only, one per layer.
+  EXPECT_FALSE(j["probes"][0].contains("needle_recall"));
+  for (size_t i = 1; i < 8; ++i) {
+    const auto& nr = j["probes"][i]["needle_recall"];
+    ASSERT_EQ(nr.size(), 3u) << j["probes"][i]["mode"];
+    for (const auto& [name, layers] : nr.items()) {
+      ASSERT_EQ(layers.size(), static_cast<size_t>(layers_)) << name;
+      for (const auto& v : layers) EXPECT_TRUE(double(v) >= 0.0 && double(v) <= 1.0) << name;
+    }
+  }
+  ASSERT_EQ(j["pictures"].size(), 3u);
   for (const auto& pic : j["pictures"]) {
     std::ifstream f(pic.get<std::string>(), std::ios::binary);
     char sig[8] = {};

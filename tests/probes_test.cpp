@@ -83,6 +83,8 @@ TEST(Probes, PasskeyNeedleAtItsDepthAndTheAnswerLast) {
     const int64_t filler = ctx - static_cast<int64_t>(needle.size() + question.size() + 6);
     const int64_t at = std::clamp<int64_t>(static_cast<int64_t>(std::floor(depths[d] * filler)), 1, filler);
     EXPECT_TRUE(contains_at(p.tokens, static_cast<size_t>(at), needle)) << "needle at " << at;
+    EXPECT_EQ(p.evidence_begin, at);
+    EXPECT_EQ(p.evidence_end, at + static_cast<int64_t>(needle.size()));
     for (int64_t i = 0; i < filler; ++i) {
       const size_t pos = static_cast<size_t>(i < at ? i : i + static_cast<int64_t>(needle.size()));
       ASSERT_EQ(p.tokens[pos], text[static_cast<size_t>(ctx + i)]) << "filler token " << i;
@@ -112,6 +114,24 @@ TEST(Probes, RegionScoresAreTheirClosedForms) {
   EXPECT_DOUBLE_EQ(s[1].mean_nll, 0.5);
   EXPECT_DOUBLE_EQ(s[1].top1, 0.75);
   EXPECT_FALSE(s[1].exact);
+}
+
+TEST(Probes, EvidenceRecallIsTheShareOfTheNeedleSelected) {
+  Probe p;
+  p.name = "t";
+  p.evidence_begin = 10;
+  p.evidence_end = 14;  // positions 10..13
+  // Layer 0: rows holding 2 and 4 of the 4 positions; layer 1: none recorded; layer 2: 0 of 4.
+  const std::vector<std::vector<std::vector<int32_t>>> rec = {
+      {{1, 9, 10, 13, 20}, {10, 11, 12, 13}}, {}, {{0, 9, 14, 15}}};
+  const auto r = evidence_recall(p, rec);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_DOUBLE_EQ(r[0], (0.5 + 1.0) / 2);
+  EXPECT_TRUE(std::isnan(r[1]));
+  EXPECT_DOUBLE_EQ(r[2], 0.0);
+  Probe none;
+  none.name = "repeat";
+  EXPECT_THROW(evidence_recall(none, rec), Error);
 }
 
 TEST(Probes, BadInputsAreErrors) {

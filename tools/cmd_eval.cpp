@@ -180,11 +180,15 @@ int run(const EvalArgs& a) {
   // Copy and retrieval probes (eval/probes.h), built from the same held-out text.
   std::vector<eval::Probe> probes;
   std::vector<std::vector<eval::RegionScore>> probe_scores(modes.size());  // [mode][probe region]
+  // [mode][probe][layer]: the share of the needle's positions in the sets of the answer rows
+  // (pass-key probes, DSA modes; empty otherwise).
+  std::vector<std::vector<std::vector<double>>> needle(modes.size());
   if (a.probes) {
     const double depths[] = {0.1, 0.5, 0.9};
     probes = eval::make_probes(tokens, [&](std::string_view t) { return s.tokenizer->encode(t, false, false); }, a.ctx,
                                depths);
     ProgressBar pbar("probes", static_cast<int64_t>(modes.size() * probes.size()), "windows");
+    for (auto& m : needle) m.resize(probes.size());
     for (size_t i = 0; i < modes.size(); ++i)
       for (size_t p = 0; p < probes.size(); ++p) {
         pbar.update(static_cast<int64_t>(i * probes.size() + p), modes[i].name + ", " + probes[p].name);
@@ -193,8 +197,14 @@ int run(const EvalArgs& a) {
         e.ppl.max_windows = 1;
         e.ppl.keep_tokens = true;
         e.measure_stride = 0;
+        const bool record = probes[p].evidence_end > probes[p].evidence_begin && !modes[i].dense;
+        if (record) {
+          e.record_stride = 1;
+          e.record_from = probes[p].first;
+        }
         const eval::ModeResult r = eval::run_mode(s.model(), probes[p].tokens, modes[i], e);
         for (auto& sc : eval::score_probe(probes[p], r.token_nll, r.token_top1)) probe_scores[i].push_back(std::move(sc));
+        if (record) needle[i][p] = eval::evidence_recall(probes[p], r.recorded);
       }
     pbar.finish();
   }
@@ -234,6 +244,28 @@ int run(const EvalArgs& a) {
                         {.title = "perplexity vs indexer cost", .x_label = "indexer FLOPs per token (DSA every layer = 1)",
                          .y_label = "perplexity"});
 
+  std::string needle_png;
+  if (a.probes) {
+    // Per layer, how much of the needle the answer rows' sets hold, at the middle depth.
+    const size_t mid = probes.size() > 2 ? 2 : probes.size() - 1;
+    const eval::Rgb colors[] = {{0, 0, 0}, {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75}};
+    std::vector<eval::Series> ns;
+    for (size_t i = 0; i < modes.size(); ++i) {
+      if (needle[i].empty() || needle[i][mid].empty()) continue;
+      eval::Series se{.name = modes[i].name, .color = colors[ns.size() % std::size(colors)]};
+      for (size_t l = 0; l < needle[i][mid].size(); ++l) {
+        se.x.push_back(static_cast<double>(l));
+        se.y.push_back(needle[i][mid][l]);
+      }
+      ns.push_back(std::move(se));
+    }
+    needle_png = (fs::path(a.out_dir) / "passkey_needle_recall.png").string();
+    eval::write_chart_png(needle_png, ns,
+                          {.title = fmt::format("pass key at {} depth: share of the needle in the answer rows' top-{}",
+                                                probes[mid].name.substr(probes[mid].name.rfind(' ') + 1), topk),
+                           .x_label = "layer", .y_label = "needle positions selected"});
+  }
+
   nlohmann::json j;
   j["model"] = a.model;
   j["model_fingerprint"] = fp;
@@ -244,6 +276,7 @@ int run(const EvalArgs& a) {
   j["tokens_scored_per_window"] = a.ctx - 1 - a.ctx / 2;
   j["indexer_shape"] = {{"heads", per_layer.set.cfg.heads}, {"head_dim", per_layer.set.cfg.head_dim}, {"rope_dim", per_layer.set.cfg.rope_dim}};
   j["pictures"] = {heat, curve};
+  if (!needle_png.empty()) j["pictures"].push_back(needle_png);
   j["jaccard"] = J;
   for (const auto& r : res) {
     auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
@@ -261,6 +294,12 @@ int run(const EvalArgs& a) {
       for (const auto& sc : probe_scores[i])
         m["regions"].push_back({{"probe", sc.probe}, {"region", sc.region}, {"tokens", sc.tokens}, {"ppl", sc.ppl},
                                 {"mean_nll", sc.mean_nll}, {"top1", sc.top1}, {"exact", sc.exact}});
+      for (size_t p = 0; p < probes.size(); ++p)
+        if (!needle[i][p].empty()) {
+          nlohmann::json layers = nlohmann::json::array();
+          for (double v : needle[i][p]) layers.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
+          m["needle_recall"][probes[p].name] = layers;
+        }
       j["probes"].push_back(m);
     }
   }
@@ -280,18 +319,29 @@ int run(const EvalArgs& a) {
   for (const auto& r : res)
     if (!r.pattern.empty() && r.pattern != "dense") fmt::print("  {:<19} {}\n", r.name, r.pattern);
   if (a.probes) {
-    // One column per probe region: perplexity of the region; for the pass key, the answer's NLL
-    // and whether every answer token is the arg-max (yes / no).
+    // One column per probe region: perplexity of the region; for the pass key, the answer's NLL,
+    // whether every answer token is the arg-max (yes / no) and, for DSA modes, the mean over
+    // layers of the needle's share in the answer rows' sets (r).
     fmt::print("\ncopy and retrieval probes (context {}, top-k {}, text of the eval split):\n", a.ctx, topk);
     fmt::print("{:<19}", "mode");
     for (const auto& sc : probe_scores[0])
       fmt::print(" {:>20}", sc.probe.rfind("passkey", 0) == 0 ? sc.probe : sc.probe + ": " + sc.region);
     fmt::print("\n");
+    auto mean_of = [](const std::vector<double>& v) {
+      double sum = 0.0;
+      int n = 0;
+      for (double x : v)
+        if (!std::isnan(x)) sum += x, ++n;
+      return n ? sum / n : std::nan("");
+    };
     for (size_t i = 0; i < modes.size(); ++i) {
       fmt::print("{:<19}", modes[i].name);
       for (const auto& sc : probe_scores[i]) {
         if (sc.probe.rfind("passkey", 0) == 0) {
-          fmt::print(" {:>20}", fmt::format("nll {:.2f} {}", sc.mean_nll * static_cast<double>(sc.tokens), sc.exact ? "yes" : "no"));
+          size_t p = 0;
+          while (p < probes.size() && probes[p].name != sc.probe) ++p;
+          const std::string r = p < probes.size() && !needle[i][p].empty() ? fmt::format(" r{:.2f}", mean_of(needle[i][p])) : "";
+          fmt::print(" {:>20}", fmt::format("nll {:.2f} {}{}", sc.mean_nll * static_cast<double>(sc.tokens), sc.exact ? "yes" : "no", r));
         } else {
           fmt::print(" {:>20}", fmt::format("ppl {:.3f}", sc.ppl));
         }
@@ -299,7 +349,7 @@ int run(const EvalArgs& a) {
       fmt::print("\n");
     }
   }
-  fmt::print("pictures: {}, {}\n", heat, curve);
+  fmt::print("pictures: {}, {}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png);
   if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
   return 0;
 }

@@ -46,6 +46,7 @@ ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens,
     o.measure = s.measure_stride > 0;
     o.measure_stride = std::max<int64_t>(s.measure_stride, 1);
     o.record_stride = s.record_stride;
+    o.record_from = s.record_from;
     o.capacity = ctx;
     model::LlamaDsaBackend be(c, o);
     pr = perplexity(m, tokens, s.ppl, &be);

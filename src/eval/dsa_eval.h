@@ -46,6 +46,7 @@ struct EvalSettings {
   const model::IndexerSet* own_indexers = nullptr;  // for S-layer overlap
   int64_t measure_stride = 16;
   int64_t record_stride = 0;
+  int64_t record_from = 0;  // record rows at positions >= this
 };
 
 ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens, const ModeSpec& spec,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 
@@ -39,6 +40,8 @@ Probe passkey_probe(std::span<const int32_t> filler_src, const Encode& encode, i
   p.tokens.insert(p.tokens.end(), answer.begin(), answer.end());
   p.first = ctx - 1 - static_cast<int64_t>(answer.size());
   p.regions = {{"answer", p.first, ctx - 1}};
+  p.evidence_begin = at;
+  p.evidence_end = at + static_cast<int64_t>(needle.size());
   return p;
 }
 
@@ -82,6 +85,26 @@ std::vector<RegionScore> score_probe(const Probe& p, std::span<const float> nll,
     s.top1 = static_cast<double>(hits) / static_cast<double>(s.tokens);
     s.exact = hits == s.tokens;
     r.push_back(s);
+  }
+  return r;
+}
+
+std::vector<double> evidence_recall(const Probe& p, const std::vector<std::vector<std::vector<int32_t>>>& recorded) {
+  IS_CHECK(p.evidence_end > p.evidence_begin, "probes: ", p.name, " has no evidence span");
+  const double n = static_cast<double>(p.evidence_end - p.evidence_begin);
+  std::vector<double> r;
+  for (const auto& layer : recorded) {
+    if (layer.empty()) {
+      r.push_back(std::numeric_limits<double>::quiet_NaN());
+      continue;
+    }
+    double sum = 0.0;
+    for (const auto& row : layer) {
+      const auto lo = std::lower_bound(row.begin(), row.end(), static_cast<int32_t>(p.evidence_begin));
+      const auto hi = std::lower_bound(row.begin(), row.end(), static_cast<int32_t>(p.evidence_end));
+      sum += static_cast<double>(hi - lo) / n;
+    }
+    r.push_back(sum / static_cast<double>(layer.size()));
   }
   return r;
 }

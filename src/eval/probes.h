@@ -34,6 +34,7 @@ struct Probe {
   std::vector<int32_t> tokens;  // ctx tokens
   int64_t first = 0;            // first scored position (the window scores [first, ctx - 1))
   std::vector<ProbeRegion> regions;
+  int64_t evidence_begin = 0, evidence_end = 0;  // the needle's positions (pass key); else empty
 };
 
 using Encode = std::function<std::vector<int32_t>(std::string_view)>;
@@ -55,5 +56,11 @@ struct RegionScore {
 // Scores each region of `p` from the per-prediction NLL and arg-max hits of its window
 // (positions p.first .. ctx - 2, as PerplexityResult::token_nll / token_top1 hold them).
 std::vector<RegionScore> score_probe(const Probe& p, std::span<const float> nll, std::span<const uint8_t> top1);
+
+// Per layer: the mean over the recorded rows of the fraction of the evidence positions
+// [evidence_begin, evidence_end) in the row's selected set (recorded[layer][row] = sorted
+// positions, as LlamaDsaBackend::recorded() holds them). NaN for a layer with no recorded row.
+// Error when the probe has no evidence span.
+std::vector<double> evidence_recall(const Probe& p, const std::vector<std::vector<std::vector<int32_t>>>& recorded);
 
 }  // namespace indexshare::eval

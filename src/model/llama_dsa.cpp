@@ -255,7 +255,7 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
   if (opt_.record_stride > 0) {
     auto& rec = recorded_[static_cast<size_t>(l)];
     for (int64_t t = 0; t < a.T; ++t) {
-      if ((a.pos0 + t) % opt_.record_stride != 0) continue;
+      if ((a.pos0 + t) % opt_.record_stride != 0 || a.pos0 + t < opt_.record_from) continue;
       std::vector<int32_t> s(topk + t * k, topk + (t + 1) * k);
       s.erase(std::remove(s.begin(), s.end(), -1), s.end());
       std::sort(s.begin(), s.end());

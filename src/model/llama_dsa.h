@@ -53,6 +53,7 @@ struct DsaOptions {
   bool measure = false;                      // recall (+ overlap) statistics
   int64_t measure_stride = 1;                // measure rows with position % stride == 0
   int64_t record_stride = 0;                 // > 0: keep the sets of rows t % stride == 0
+  int64_t record_from = 0;                   // ... at positions t >= record_from
   int64_t capacity = 0;                      // tokens per sequence (indexer-K cache size)
 };
 
