@@ -261,7 +261,7 @@ int run(const EvalArgs& a) {
     }
     needle_png = (fs::path(a.out_dir) / "passkey_needle_recall.png").string();
     eval::write_chart_png(needle_png, ns,
-                          {.title = fmt::format("pass key at {} depth: share of the needle in the answer rows' top-{}",
+                          {.title = fmt::format("pass key at {}: needle share of top-{}",
                                                 probes[mid].name.substr(probes[mid].name.rfind(' ') + 1), topk),
                            .x_label = "layer", .y_label = "needle positions selected"});
   }
