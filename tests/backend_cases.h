@@ -658,10 +658,110 @@ inline void case_dsa_stack(Backend& be, uint64_t seed) {
   EXPECT_THROW(st.index(3, Tensor(), Tensor(), Tensor()), Error) << "S layer has no indexer";
 }
 
+// Reindex (R) layers on this backend: every F layer keeps its top-C candidates and its own set
+// is their first K; an R layer's set is the top-K of exactly those candidates under its own
+// (smaller) indexer, checked against float64 scores; S layers after an R layer reuse the R
+// layer's set; caches exist for F and R layers only; counters; bad calls are refused.
+inline void case_dsa_stack_reindex(Backend& be, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const share::Schedule sched = share::Schedule::from_pattern("FRSFRS");
+  const int H = 2, D = 8, HR = 1, DR = 4, K = 5, C = 12;
+  share::DsaStackOptions o;
+  o.index_heads = H;
+  o.index_dim = D;
+  o.topk = K;
+  o.pages = 2;
+  o.format = be.indexer_formats(H, D).front();
+  o.reindex_heads = HR;
+  o.reindex_dim = DR;
+  EXPECT_THROW(share::DsaStack(sched, o, be), Error) << "R layers without candidates";
+  o.candidates = K - 1;
+  EXPECT_THROW(share::DsaStack(sched, o, be), Error) << "fewer candidates than k";
+  o.candidates = C;
+  share::DsaStack st(sched, o, be);
+  for (int l = 0; l < 6; ++l) EXPECT_EQ(st.indexer_cache_bytes(l) > 0, sched.has_indexer(l)) << "layer " << l;
+  EXPECT_LT(st.indexer_cache_bytes(1), st.indexer_cache_bytes(0)) << "the R layer's indexer is the smaller one";
+  const double scale = 1.0 / std::sqrt(double(HR) * DR);
+  std::vector<std::vector<float>> rkeys(6);  // R layers' keys by position, [pos, DR]
+  const std::vector<std::vector<int32_t>> pages = {{1, 0}};
+  for (int64_t T : {20, 1}) {
+    const int64_t q0 = T == 20 ? 0 : 20;
+    PagedStep ps = make_step(be, {q0}, T, pages);
+    st.begin_step(ps.step);
+    EXPECT_THROW(st.reindex(1, Tensor(), Tensor(), Tensor()), Error) << "no F layer ran yet";
+    std::vector<std::vector<int32_t>> seen(6), cand(6);
+    for (int l = 0; l < 6; ++l) {
+      if (sched.is_full(l)) {
+        st.index(l, put(be, uniform(rng, T * H * D), {T, H * D}), put(be, uniform(rng, T * H), {T, H}),
+                 put(be, uniform(rng, T * D), {T, D}));
+        cand[l] = get<int32_t>(be, st.candidates_logical());
+        ASSERT_EQ(static_cast<int64_t>(cand[l].size()), T * C);
+      }
+      if (sched.is_reindex(l)) {
+        const auto q = uniform(rng, T * HR * DR), w = uniform(rng, T * HR), k = uniform(rng, T * DR);
+        rkeys[l].insert(rkeys[l].end(), k.begin(), k.end());
+        const Tensor tq = put(be, q, {T, HR * DR}), tw = put(be, w, {T, HR}), tk = put(be, k, {T, DR});
+        if (be.device() != Device::kCpu) {
+          EXPECT_THROW(st.reindex(l, tq, tw, tk), Error) << "reindex is CPU-only so far";
+          return;
+        }
+        st.reindex(l, tq, tw, tk);
+        const auto& cs = cand[sched.full_source(l)];
+        const auto set = get<int32_t>(be, st.topk_logical(l));
+        for (int64_t r = 0; r < T; ++r) {
+          // float64 scores of the row's valid candidates, and the reference order.
+          std::vector<std::pair<double, int32_t>> ref;
+          for (int j = 0; j < C; ++j) {
+            const int32_t pos = cs[r * C + j];
+            if (pos < 0) continue;
+            double acc = 0;
+            for (int h = 0; h < HR; ++h) {
+              double dot = 0;
+              for (int d = 0; d < DR; ++d) dot += double(q[(r * HR + h) * DR + d]) * rkeys[l][pos * DR + d];
+              acc += double(w[r * HR + h]) * scale * std::max(dot, 0.0);
+            }
+            ref.push_back({acc, pos});
+          }
+          std::sort(ref.begin(), ref.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+          const size_t want = std::min<size_t>(ref.size(), K);
+          for (int j = 0; j < K; ++j) {
+            const int32_t got = set[r * K + j];
+            if (static_cast<size_t>(j) >= want) {
+              EXPECT_EQ(got, -1) << "row " << r << " slot " << j;
+              continue;
+            }
+            // The j-th pick has (to float rounding) the j-th best float64 score.
+            const auto it = std::find_if(ref.begin(), ref.end(), [&](auto& e) { return e.second == got; });
+            ASSERT_NE(it, ref.end()) << "row " << r << ": position " << got << " is not among the candidates";
+            EXPECT_NEAR(it->first, ref[j].first, 1e-5) << "row " << r << " slot " << j;
+          }
+        }
+      }
+      if (sched.is_full(l))
+        for (int64_t r = 0; r < T; ++r)
+          for (int j = 0; j < K; ++j)
+            EXPECT_EQ(get<int32_t>(be, st.topk_logical(l))[r * K + j], cand[l][r * C + j]) << "F layer " << l;
+      seen[l] = get<int32_t>(be, st.topk_logical(l));
+      (void)st.topk(l);
+      if (sched.is_shared(l)) EXPECT_EQ(seen[l], seen[sched.source(l)]) << "S layer " << l;
+    }
+    EXPECT_EQ(sched.source(2), 1);
+    EXPECT_NE(seen[1], seen[0]) << "the R layer re-selects";
+  }
+  const auto& c = st.counters();
+  EXPECT_EQ(c.indexer_calls, 2 * 2);
+  EXPECT_EQ(c.reindex_calls, 2 * 2);
+  EXPECT_EQ(c.shared_reuses, 2 * 2);
+  EXPECT_THROW(st.reindex(0, Tensor(), Tensor(), Tensor()), Error) << "an F layer is not R";
+  EXPECT_THROW(st.index(1, Tensor(), Tensor(), Tensor()), Error) << "an R layer is not F";
+  EXPECT_THROW(st.set_topk(0, std::vector<int32_t>(K, 0)), Error) << "set_topk takes C candidates per row";
+}
+
 inline std::vector<OpCase> all_cases() {
   return {{"norms", case_norms},     {"linear", case_linear},   {"rope", case_rope},
           {"embed_add", case_embed_add}, {"mlp", case_mlp},     {"moe", case_moe},
-          {"mla", case_mla},         {"indexer", case_indexer}, {"dsa_stack", case_dsa_stack}};
+          {"mla", case_mla},         {"indexer", case_indexer}, {"dsa_stack", case_dsa_stack},
+          {"dsa_stack_reindex", case_dsa_stack_reindex}};
 }
 
 }  // namespace indexshare::backend_cases

@@ -15,9 +15,10 @@
 namespace indexshare::model {
 namespace {
 
-IndexerSet random_indexers(const LlamaConfig& c, uint32_t seed, const share::Schedule* only = nullptr) {
+IndexerSet random_indexers(const LlamaConfig& c, uint32_t seed, const share::Schedule* only = nullptr, int heads = 2,
+                           int dim = 8) {
   IndexerSet set;
-  set.cfg = {c.d_model, 2, 8, 4, c.rope_theta};
+  set.cfg = {c.d_model, heads, dim, 4, c.rope_theta};
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 0.3f);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -186,6 +187,82 @@ TEST(LlamaDsa, OverlapEqualsTheSetsRecordedWithTheLayerF) {
   EXPECT_LT(want, static_cast<double>(rows)) << "random indexers of two layers should disagree somewhere";
 }
 
+// Reindex (R) layers: layer 0 (F) carries its top-C over, each R layer keeps k of exactly those
+// (checked against layer 0's top-C recorded in a run where layer 0 selects C), the S layer after
+// an R layer reuses the R layer's set, R layers hold a (smaller) indexer-K cache, and decode
+// step by step equals prefill.
+TEST(LlamaDsa, ReindexLayersPickFromTheirFullLayersCandidates) {
+  auto tiny = testing_util::make_tiny_llama(21);
+  const auto& m = *tiny.model;
+  const auto sched = share::Schedule::from_pattern("FRSR");
+  const IndexerSet ix = random_indexers(m.config(), 22);
+  const IndexerSet rx = random_indexers(m.config(), 23, nullptr, 1, 4);
+  const auto ids = tokens(40, m.config().vocab, 24);
+  const int K = 5, C = 11;
+  DsaOptions o{.topk = K, .schedule = sched, .indexers = &ix, .reindexers = &rx, .candidates = C, .record_stride = 1,
+               .capacity = 64};
+  LlamaDsaBackend be(m.config(), o);
+  const auto pre = run(m, ids, &be, 64);
+  EXPECT_EQ(be.counters().indexer_calls, 1);
+  EXPECT_EQ(be.counters().reindex_calls, 2);
+  EXPECT_EQ(be.counters().reused, 1);
+  EXPECT_GT(be.indexer_state_bytes(1), 0u);
+  EXPECT_LT(be.indexer_state_bytes(1), be.indexer_state_bytes(0)) << "1 x 4 dims against 2 x 8";
+  EXPECT_EQ(be.indexer_state_bytes(2), 0u);
+  EXPECT_EQ(be.recorded()[2], be.recorded()[1]) << "S after R reuses the R layer's set";
+  // Layer 0's candidates: its top-C, recorded with k = C (layer 0 sees the same input either way).
+  LlamaDsaBackend wide(m.config(), {.topk = C, .schedule = share::Schedule::all_full(4), .indexers = &ix,
+                                    .record_stride = 1, .capacity = 64});
+  run(m, ids, &wide, 64);
+  const auto& cand = wide.recorded()[0];
+  ASSERT_EQ(cand.size(), ids.size());
+  int differs = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    EXPECT_EQ(be.recorded()[0][t].size(), std::min<size_t>(t + 1, K));
+    for (int l : {1, 3}) {
+      const auto& got = be.recorded()[static_cast<size_t>(l)][t];
+      EXPECT_EQ(got.size(), std::min<size_t>(t + 1, K)) << "layer " << l << " row " << t;
+      EXPECT_TRUE(std::includes(cand[t].begin(), cand[t].end(), got.begin(), got.end()))
+          << "layer " << l << " row " << t << " picked outside layer 0's top-" << C;
+      differs += got != be.recorded()[0][t];
+    }
+  }
+  EXPECT_GT(differs, 0) << "the R layers' own indexers should re-rank somewhere";
+  // Decode one token at a time gives the same logits.
+  LlamaDsaBackend step_be(m.config(), o);
+  KvCache c;
+  c.reset(m.config(), 64);
+  step_be.begin_sequence();
+  const int V = m.config().vocab;
+  std::vector<float> step(static_cast<size_t>(V));
+  for (size_t t = 0; t < ids.size(); ++t) {
+    m.forward(&ids[t], 1, c, step.data(), false, &step_be);
+    for (int v = 0; v < V; ++v) ASSERT_NEAR(step[static_cast<size_t>(v)], pre[t * V + static_cast<size_t>(v)], 1e-4) << t;
+  }
+}
+
+// With every visible key a candidate (C >= context) and the layer's own indexer as its R indexer,
+// an R layer selects what the layer selects as F.
+TEST(LlamaDsa, ReindexOverEveryKeyEqualsFull) {
+  auto tiny = testing_util::make_tiny_llama(25);
+  const auto& m = *tiny.model;
+  const IndexerSet ix = random_indexers(m.config(), 26);
+  const auto ids = tokens(48, m.config().vocab, 27);
+  DsaOptions o{.topk = 6, .schedule = share::Schedule::from_pattern("FRRR"), .indexers = &ix, .reindexers = &ix,
+               .candidates = 64, .record_stride = 1, .capacity = 64};
+  LlamaDsaBackend r(m.config(), o);
+  const auto lr = run(m, ids, &r, 64, KvType::kF32);
+  o.schedule = share::Schedule::all_full(4);
+  LlamaDsaBackend f(m.config(), o);
+  const auto lf = run(m, ids, &f, 64, KvType::kF32);
+  // The scores are the same sums in the same order, up to fused multiply-adds in the F path.
+  int same = 0, rows = 0;
+  for (int l = 1; l < 4; ++l)
+    for (size_t t = 0; t < ids.size(); ++t, ++rows) same += r.recorded()[static_cast<size_t>(l)][t] == f.recorded()[static_cast<size_t>(l)][t];
+  EXPECT_GE(same, rows - 2) << "R over every key must select as F does";
+  EXPECT_GT(r.counters().reindex_calls, 0);
+}
+
 TEST(LlamaDsa, RefusesBadConfigurations) {
   auto tiny = testing_util::make_tiny_llama(13);
   const auto& m = *tiny.model;
@@ -201,6 +278,18 @@ TEST(LlamaDsa, RefusesBadConfigurations) {
   EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 0, .schedule = sched, .indexers = &partial, .capacity = 8}), Error);
   EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 4, .schedule = sched, .indexers = nullptr, .capacity = 8}), Error);
   EXPECT_THROW(share::Schedule::from_pattern("SFFF"), Error);
+  // Reindex layers need their own indexers, for every R layer, and C >= k; oracle has no R.
+  const IndexerSet all = random_indexers(m.config(), 15);
+  const auto frsr = share::Schedule::from_pattern("FRSR");
+  EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 4, .schedule = frsr, .indexers = &all, .candidates = 8, .capacity = 8}), Error);
+  EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 4, .schedule = frsr, .indexers = &all, .reindexers = &all, .candidates = 3, .capacity = 8}), Error);
+  try {
+    LlamaDsaBackend(m.config(), {.topk = 4, .schedule = frsr, .indexers = &all, .reindexers = &partial, .candidates = 8, .capacity = 8});
+    FAIL() << "missing reindex indexer accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1 is R"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(LlamaDsaBackend(m.config(), {.topk = 4, .schedule = frsr, .selection = DsaSelection::kOracle, .capacity = 8}), Error);
 }
 
 }  // namespace

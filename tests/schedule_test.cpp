@@ -155,6 +155,36 @@ TEST(Schedule, Glm5SearchedPattern) {
   EXPECT_EQ(s.num_full(), 40);
 }
 
+// Reindex (R) layers: an R layer has its own indexer, re-scores the candidates of the nearest F
+// layer before it, and is the source of the S layers after it (until the next F or R layer).
+TEST(Schedule, ReindexLayers) {
+  const auto s = Schedule::from_pattern("FRSSFSRRS");
+  // Written out by hand: the source (set) and the full source (candidates) of each layer.
+  const std::vector<int> source = {0, 1, 1, 1, 4, 4, 6, 7, 7};
+  const std::vector<int> full_source = {0, 0, 0, 0, 4, 4, 4, 4, 4};
+  const std::string kinds = "FRSSFSRRS";
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_EQ(s.source(i), source[static_cast<size_t>(i)]) << "layer " << i;
+    EXPECT_EQ(s.full_source(i), full_source[static_cast<size_t>(i)]) << "layer " << i;
+    EXPECT_EQ(s.is_full(i), kinds[static_cast<size_t>(i)] == 'F');
+    EXPECT_EQ(s.is_reindex(i), kinds[static_cast<size_t>(i)] == 'R');
+    EXPECT_EQ(s.is_shared(i), kinds[static_cast<size_t>(i)] == 'S');
+    EXPECT_EQ(s.has_indexer(i), kinds[static_cast<size_t>(i)] != 'S');
+  }
+  EXPECT_EQ(s.num_full(), 2);
+  EXPECT_EQ(s.num_reindex(), 3);
+  EXPECT_EQ(s.num_shared(), 4);
+  EXPECT_TRUE(s.has_reindex());
+  EXPECT_EQ(s.pattern(), kinds);
+  EXPECT_EQ(s.summary(), "2 F / 3 R / 4 S: FRSSFSRRS");
+  EXPECT_EQ(s.full_layers(), (std::vector<int>{0, 4}));
+  ScheduleInput t;
+  t.num_layers = 3;
+  t.indexer_types = std::vector<std::string>{"full", "reindex", "shared"};
+  EXPECT_EQ(Schedule::resolve(t).pattern(), "FRS");
+  EXPECT_FALSE(Schedule::from_pattern("FSFS").has_reindex());
+}
+
 TEST(Schedule, InvalidInputsNameTheKey) {
   expect_error(freq_offset(0, 1, 2), "num_hidden_layers = 0");
   expect_error(freq_offset(-3, 1, 2), "num_hidden_layers = -3");
@@ -186,9 +216,16 @@ TEST(Schedule, InvalidInputsNameTheKey) {
   t.indexer_types = std::vector<std::string>{"full", "shared", "Full"};
   expect_error(t, "indexer_types[2] = \"Full\"");
   t.indexer_types = std::vector<std::string>{"full", "F", "shared"};
-  expect_error(t, "indexer_types[1] = \"F\": expected \"full\" or \"shared\"");
+  expect_error(t, "indexer_types[1] = \"F\": expected \"full\", \"shared\" or \"reindex\"");
   t.indexer_types = std::vector<std::string>{"shared", "full", "full"};
   expect_error(t, "indexer_types: layer 0 is shared");
+
+  t.indexer_types = std::vector<std::string>{"reindex", "full", "full"};
+  expect_error(t, "indexer_types: layer 0 is reindex (R)");
+  p.index_topk_pattern = "RFFSS";
+  expect_error(p, "index_topk_pattern: layer 0 is reindex (R)");
+  p.index_topk_pattern = "FSrFS";
+  expect_error(p, "character 'r' at position 2: expected 'F', 'S' or 'R'");
 
   EXPECT_THROW(Schedule::all_full(0), Error);
   const auto s = Schedule::from_pattern("FSF");

@@ -235,8 +235,17 @@ class Backend {
   // The scores themselves, [rows, s.max_len] f32, -inf where masked (tests and traces only).
   virtual void indexer_scores(const IndexerCache& c, const Step& s, const Tensor& q, const Tensor& w,
                               const Tensor& scores) = 0;
+  // Reindex (R layer): every row's top-k (spec.topk) of its candidates only, scored with this
+  // cache's indexer: cand_logical / cand_physical [rows, C] (positions and slots, -1 = empty, as
+  // an F layer's indexer_select left them) -> logical / physical [rows, topk]. Same order and
+  // padding conventions as indexer_select (ops/indexer_rescore.h).
+  virtual void indexer_rescore(const IndexerCache& c, const Step& s, const Tensor& q, const Tensor& w,
+                               const Tensor& cand_logical, const Tensor& cand_physical, const Tensor& logical,
+                               const Tensor& physical) = 0;
   // physical[r, j] = slot of logical[r, j] in row r's sequence (-1 stays -1).
   virtual void to_physical(const Step& s, const Tensor& logical, const Tensor& physical) = 0;
+  // dst [rows, K] = the first K columns of src [rows, C] (C >= K), i32, same device.
+  virtual void copy_columns(const Tensor& dst, const Tensor& src) = 0;
 
   // ---- captured steps (CUDA graphs) ----
   // Whether the ops enqueued between begin_capture() and end_capture() can be replayed as one

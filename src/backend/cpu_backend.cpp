@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "ops/indexer.h"
+#include "ops/indexer_rescore.h"
 #include "ops/indexer_topk.h"
 #include "ops/moe_route.h"
 #include "ops/norm.h"
@@ -559,6 +560,49 @@ void CpuBackend::indexer_scores(const IndexerCache& c, const Step& s, const Tens
       std::fill(row + L, row + Lm, -std::numeric_limits<float>::infinity());
     }
   }
+}
+
+void CpuBackend::indexer_rescore(const IndexerCache& c, const Step& s, const Tensor& q, const Tensor& w,
+                                 const Tensor& cand_logical, const Tensor& cand_physical, const Tensor& logical,
+                                 const Tensor& physical) {
+  const auto& ic = dynamic_cast<const CpuIndexer&>(c);
+  const IndexerSpec& sp = ic.s;
+  const int64_t R = s.rows();
+  check_2d(q, "reindex q", DType::kF32, R, int64_t{sp.heads} * sp.dim);
+  check_2d(w, "reindex weights", DType::kF32, R, sp.heads);
+  IS_CHECK(cand_logical.ndim() == 2 && cand_logical.dim(0) == R, "reindex candidates: ", cand_logical.describe(),
+           " for ", R, " rows");
+  const int64_t C = cand_logical.dim(1);
+  check_2d(cand_logical, "reindex candidates", DType::kI32, R, C);
+  check_2d(cand_physical, "reindex candidate slots", DType::kI32, R, C);
+  check_2d(logical, "reindex top-k", DType::kI32, R, sp.topk);
+  check_2d(physical, "reindex top-k slots", DType::kI32, R, sp.topk);
+  ops::IndexerRescoreParams p;
+  p.q = q.as<float>();
+  p.weights = w.as<float>();
+  p.keys = ic.k();
+  p.slots = ic.rows;
+  p.positions = cand_logical.as<int32_t>();
+  p.cand_slots = cand_physical.as<int32_t>();
+  p.scale = sp.scale;
+  p.T = R;
+  p.C = static_cast<int>(C);
+  p.H = sp.heads;
+  p.D = sp.dim;
+  p.k = sp.topk;
+  p.out_positions = logical.as<int32_t>();
+  p.out_slots = physical.as<int32_t>();
+  ops::indexer_rescore(p);
+}
+
+void CpuBackend::copy_columns(const Tensor& dst, const Tensor& src) {
+  on_cpu(dst, "copy_columns dst");
+  on_cpu(src, "copy_columns src");
+  IS_CHECK(dst.dtype() == DType::kI32 && src.dtype() == DType::kI32 && dst.ndim() == 2 && src.ndim() == 2 &&
+               dst.dim(0) == src.dim(0) && dst.dim(1) <= src.dim(1),
+           "copy_columns: ", dst.describe(), " from ", src.describe());
+  const int64_t K = dst.dim(1), C = src.dim(1);
+  for (int64_t r = 0; r < dst.dim(0); ++r) std::copy_n(src.as<int32_t>() + r * C, K, dst.as<int32_t>() + r * K);
 }
 
 void CpuBackend::to_physical(const Step& s, const Tensor& logical, const Tensor& physical) {

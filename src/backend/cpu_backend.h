@@ -55,7 +55,11 @@ class CpuBackend final : public Backend {
                       const Tensor& physical) override;
   void indexer_scores(const IndexerCache& c, const Step& s, const Tensor& q, const Tensor& w,
                       const Tensor& scores) override;
+  void indexer_rescore(const IndexerCache& c, const Step& s, const Tensor& q, const Tensor& w,
+                       const Tensor& cand_logical, const Tensor& cand_physical, const Tensor& logical,
+                       const Tensor& physical) override;
   void to_physical(const Step& s, const Tensor& logical, const Tensor& physical) override;
+  void copy_columns(const Tensor& dst, const Tensor& src) override;
 
   // The keys of sequence b as one contiguous [len, dim] array (a view of the cache when the
   // sequence's pages are consecutive, else gathered into scratch); for the Llama DSA backend's

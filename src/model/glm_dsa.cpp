@@ -200,6 +200,8 @@ GlmDsaModel::GlmDsaModel(GlmDsaModel&&) noexcept = default;
 
 void GlmDsaModel::init_caches() {
   const GlmDsaConfig& c = config_;
+  IS_CHECK(!c.schedule.has_reindex(), "GLM-MoE-DSA / DeepSeek-V3.2: the schedule ", c.schedule.pattern(),
+           " has reindex (R) layers, which only the learned-indexer (Llama) engine runs so far; use F and S layers");
   const int64_t pages = (options_.max_tokens + kPageTokens - 1) / kPageTokens;
   pool_ = std::make_shared<PagePool>(pages);
   latent_format_ = pick(options_.latent_cache, be_->latent_formats(c.kv_lora_rank, c.qk_rope_head_dim, c.num_heads),

@@ -60,7 +60,28 @@ LlamaDsaBackend::LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt) : mc_
     so.index_heads = opt_.indexers->cfg.heads;
     so.index_dim = opt_.indexers->cfg.head_dim;
     so.index_scale = opt_.indexers->cfg.score_scale();
-  }  // oracle: a stack without indexer caches, its F layers' sets come from set_topk
+    if (opt_.schedule.has_reindex()) {
+      IS_CHECK(opt_.reindexers != nullptr, "DSA: pattern ", opt_.schedule.pattern(),
+               " has reindex (R) layers, which need reindex indexers (--reindexers)");
+      IS_CHECK(static_cast<int>(opt_.reindexers->layers.size()) == N, "DSA: the reindex indexer file has ",
+               opt_.reindexers->layers.size(), " layers but the model has ", N);
+      IS_CHECK(opt_.reindexers->cfg.d_model == mc_.d_model, "DSA: the reindex indexers read d_model ",
+               opt_.reindexers->cfg.d_model, " but the model's hidden size is ", mc_.d_model);
+      for (int l = 0; l < N; ++l)
+        IS_CHECK(!opt_.schedule.is_reindex(l) || opt_.reindexers->has(l), "DSA: layer ", l, " is R in pattern ",
+                 opt_.schedule.pattern(), " but the reindex indexer file has no indexer for it");
+      IS_CHECK(opt_.candidates >= opt_.topk, "DSA: reindex (R) layers re-score the top-C candidates of an F layer; ",
+               "C = ", opt_.candidates, " must be >= top-k ", opt_.topk);
+      so.candidates = opt_.candidates;
+      so.reindex_heads = opt_.reindexers->cfg.heads;
+      so.reindex_dim = opt_.reindexers->cfg.head_dim;
+      so.reindex_scale = opt_.reindexers->cfg.score_scale();
+    }
+  } else {
+    // Oracle: a stack without indexer caches, its F layers' sets come from set_topk.
+    IS_CHECK(!opt_.schedule.has_reindex(), "DSA: oracle selection has no reindex (R) layers (pattern ",
+             opt_.schedule.pattern(), ")");
+  }
   stack_ = std::make_unique<share::DsaStack>(opt_.schedule, so, cpu_);
   // One sequence whose pages are 0, 1, 2, ...: positions are slots (physical == logical).
   step_.B = 1;
@@ -77,6 +98,7 @@ const DsaCounters& LlamaDsaBackend::counters() const {
   const share::DsaCounters& c = stack_->counters();
   counters_.indexer_calls = c.indexer_calls + c.forced_sets;
   counters_.reused = c.shared_reuses;
+  counters_.reindex_calls = c.reindex_calls;
   return counters_;
 }
 
@@ -104,7 +126,7 @@ void LlamaDsaBackend::enter(const AttentionCall& a) {
 DsaSharedTopk LlamaDsaBackend::shared_topk() const {
   const share::DsaSavedTopk s = stack_->save();
   if (s.source < 0) return {};
-  return {s.logical, s.rows, step_.q_start[0], s.source};
+  return {s.logical, s.rows, step_.q_start[0], s.source, s.cand_logical, s.cand_source};
 }
 
 void LlamaDsaBackend::restore_shared_topk(DsaSharedTopk s) {
@@ -117,7 +139,7 @@ void LlamaDsaBackend::restore_shared_topk(DsaSharedTopk s) {
   }
   begin(s.pos0, s.rows);
   // Identity pages: the physical slots are the positions.
-  stack_->restore({s.indices, s.indices, s.rows, s.source});
+  stack_->restore({s.indices, s.indices, s.rows, s.source, s.candidates, s.candidates, s.cand_source});
 }
 
 void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w) {
@@ -130,6 +152,22 @@ void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedI
                 Tensor::wrap(k.data(), DType::kF32, Device::kCpu, {a.T, c.head_dim}));
   double keys = 0.0;
   for (int64_t t = 0; t < a.T; ++t) keys += static_cast<double>(std::min(a.L, a.pos0 + t + 1));
+  counters_.indexer_flops += 2.0 * static_cast<double>(a.T) * c.d_model * (c.heads * c.head_dim + c.head_dim + c.heads) +
+                             2.0 * c.heads * c.head_dim * keys;
+}
+
+void LlamaDsaBackend::select_reindex(const AttentionCall& a, const LearnedIndexerWeights& w) {
+  const auto& c = w.cfg;
+  std::vector<float> q(static_cast<size_t>(a.T) * c.heads * c.head_dim), k(static_cast<size_t>(a.T) * c.head_dim),
+      hw(static_cast<size_t>(a.T) * c.heads);
+  learned_indexer_project(w, a.x_norm, a.T, a.pos0, q.data(), k.data(), hw.data());
+  stack_->reindex(a.layer, Tensor::wrap(q.data(), DType::kF32, Device::kCpu, {a.T, int64_t{c.heads} * c.head_dim}),
+                  Tensor::wrap(hw.data(), DType::kF32, Device::kCpu, {a.T, c.heads}),
+                  Tensor::wrap(k.data(), DType::kF32, Device::kCpu, {a.T, c.head_dim}));
+  // Row t scores min(C, its visible keys) candidates.
+  double keys = 0.0;
+  for (int64_t t = 0; t < a.T; ++t)
+    keys += static_cast<double>(std::min<int64_t>(opt_.candidates, std::min(a.L, a.pos0 + t + 1)));
   counters_.indexer_flops += 2.0 * static_cast<double>(a.T) * c.d_model * (c.heads * c.head_dim + c.head_dim + c.heads) +
                              2.0 * c.heads * c.head_dim * keys;
 }
@@ -169,7 +207,7 @@ void LlamaDsaBackend::measure(const AttentionCall& a, const int32_t* topk) {
   // scored; a row's top-k does not depend on which other rows are scored with it
   // (ops/indexer_topk.h), so this is what the full selection would give on those rows.
   const bool overlap =
-      !opt_.schedule.is_full(l) && opt_.own_indexers && opt_.own_indexers->has(l) && a.pos0 == 0;
+      opt_.schedule.is_shared(l) && opt_.own_indexers && opt_.own_indexers->has(l) && a.pos0 == 0;
   if (overlap) {
     const auto& w = *opt_.own_indexers->layers[static_cast<size_t>(l)];
     const auto& c = w.cfg;
@@ -227,6 +265,10 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
     } else {
       select_oracle(a);
     }
+    counters_.select_seconds += seconds_since(t0);
+  } else if (opt_.schedule.is_reindex(l)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    select_reindex(a, *opt_.reindexers->layers[static_cast<size_t>(l)]);
     counters_.select_seconds += seconds_since(t0);
   }
   // Physical slots == positions (identity pages), so the buffer indexes the KV cache directly.

@@ -8,8 +8,10 @@
 //                       rows; the stack appends k and runs the indexer + top-k);
 //            kOracle  — the layer's own true attention (head-averaged probabilities), exact
 //                       top-k, handed to the stack as the layer's set.
+//   R layer: (kIndexer only) its own small learned indexer (from `reindexers`) re-scores the
+//            top-C candidates the nearest F layer before it carried over and keeps its top-k.
 //   S layer: runs no selection and holds no indexer weights or indexer-K cache; the stack gives
-//            it the buffer as the nearest F layer before it left it.
+//            it the buffer as the nearest F or R layer before it left it.
 //   every layer: ops::sparse_attention of its own q over its own K/V at the selected positions.
 // Once the context exceeds k this differs from dense attention; below it DSA is dense.
 //
@@ -49,6 +51,8 @@ struct DsaOptions {
   share::Schedule schedule = share::Schedule::all_full(1);
   DsaSelection selection = DsaSelection::kIndexer;
   const IndexerSet* indexers = nullptr;      // kIndexer: must hold every F layer
+  const IndexerSet* reindexers = nullptr;    // R layers: must hold every R layer
+  int candidates = 0;                        // R layers: top-C an F layer carries over (>= topk)
   const IndexerSet* own_indexers = nullptr;  // nullable: per-layer indexers for S-layer overlap
   bool measure = false;                      // recall (+ overlap) statistics
   int64_t measure_stride = 1;                // measure rows with position % stride == 0
@@ -66,9 +70,10 @@ struct DsaLayerStats {
 
 struct DsaCounters {
   int64_t indexer_calls = 0;   // F-layer selections (the stack's indexer runs + oracle sets)
+  int64_t reindex_calls = 0;   // R-layer re-selections
   int64_t reused = 0;          // S-layer reuses (the stack's count)
   int64_t sparse_calls = 0;
-  double indexer_flops = 0.0;  // projections + scores of the lightning indexer
+  double indexer_flops = 0.0;  // projections + scores of the lightning indexers (F and R)
   double select_seconds = 0.0; // time in selection (indexer + top-k, or oracle)
   double attention_seconds = 0.0;
 };
@@ -78,7 +83,10 @@ struct DsaSharedTopk {
   std::vector<int32_t> indices;  // [rows, topk], -1 = empty slot
   int64_t rows = 0;
   int64_t pos0 = -1;             // -1: no F layer has run since begin_sequence()
-  int source = -1;               // the F layer that filled it
+  int source = -1;               // the F or R layer that filled it
+  // Schedules with R layers: the candidates [rows, C] the last F layer left, and that layer.
+  std::vector<int32_t> candidates;
+  int cand_source = -1;
 };
 
 class LlamaDsaBackend : public AttentionBackend {
@@ -106,6 +114,7 @@ class LlamaDsaBackend : public AttentionBackend {
   void enter(const AttentionCall& a);
   void begin(int64_t pos0, int64_t T);
   void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w);
+  void select_reindex(const AttentionCall& a, const LearnedIndexerWeights& w);
   void select_oracle(const AttentionCall& a);
   void measure(const AttentionCall& a, const int32_t* topk);
 

@@ -18,17 +18,43 @@ DsaStack::DsaStack(Schedule schedule, const DsaStackOptions& opt, backend::Backe
   IS_CHECK(opt_.index_scale >= 0 && std::isfinite(opt_.index_scale), "DSA stack: index_scale = ", opt_.index_scale,
            " must be finite and >= 0");
   caches_.resize(static_cast<size_t>(schedule_.num_layers()));
-  if (selection_free) return;
+  cand_ = opt_.topk;
+  if (schedule_.has_reindex()) {
+    IS_CHECK(opt_.candidates >= opt_.topk, "DSA stack: the schedule ", schedule_.pattern(),
+             " has reindex (R) layers, which need candidates >= topk (", opt_.topk, "), got ", opt_.candidates);
+    cand_ = opt_.candidates;
+  }
+  if (selection_free) {
+    IS_CHECK(!schedule_.has_reindex(), "DSA stack: reindex (R) layers need an indexer of their own; this stack has none");
+    return;
+  }
   if (opt_.index_scale == 0)
     opt_.index_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(opt_.index_heads) * opt_.index_dim));
   backend::IndexerSpec spec;
   spec.heads = opt_.index_heads;
   spec.dim = opt_.index_dim;
-  spec.topk = opt_.topk;
+  spec.topk = cand_;
   spec.scale = opt_.index_scale;
   spec.format = opt_.format;
-  for (int i = 0; i < schedule_.num_layers(); ++i)
+  backend::IndexerSpec rspec = spec;
+  if (schedule_.has_reindex()) {
+    IS_CHECK(opt_.reindex_heads >= 0 && opt_.reindex_dim >= 0 && opt_.reindex_scale >= 0 &&
+                 std::isfinite(opt_.reindex_scale),
+             "DSA stack: bad reindex indexer shape (heads ", opt_.reindex_heads, ", dim ", opt_.reindex_dim, ", scale ",
+             opt_.reindex_scale, ")");
+    rspec.heads = opt_.reindex_heads > 0 ? opt_.reindex_heads : opt_.index_heads;
+    rspec.dim = opt_.reindex_dim > 0 ? opt_.reindex_dim : opt_.index_dim;
+    rspec.topk = opt_.topk;
+    rspec.scale = opt_.reindex_scale > 0 ? opt_.reindex_scale
+                                         : static_cast<float>(1.0 / std::sqrt(static_cast<double>(rspec.heads) * rspec.dim));
+    opt_.reindex_heads = rspec.heads;
+    opt_.reindex_dim = rspec.dim;
+    opt_.reindex_scale = rspec.scale;
+  }
+  for (int i = 0; i < schedule_.num_layers(); ++i) {
     if (schedule_.is_full(i)) caches_[static_cast<size_t>(i)] = be_.new_indexer_cache(opt_.pages, spec);
+    if (schedule_.is_reindex(i)) caches_[static_cast<size_t>(i)] = be_.new_indexer_cache(opt_.pages, rspec);
+  }
 }
 
 const backend::Step& DsaStack::step() const {
@@ -39,8 +65,16 @@ const backend::Step& DsaStack::step() const {
 void DsaStack::check_full(int layer, const char* what) const {
   IS_CHECK(layer >= 0 && layer < schedule_.num_layers(), "DSA stack: ", what, ": layer ", layer, " out of range [0, ",
            schedule_.num_layers(), ")");
-  IS_CHECK(schedule_.is_full(layer), "DSA stack: ", what, ": layer ", layer, " is shared (S) in ", schedule_.pattern(),
-           " and runs no indexer");
+  IS_CHECK(schedule_.is_full(layer), "DSA stack: ", what, ": layer ", layer, " is ",
+           schedule_.is_reindex(layer) ? "reindex (R)" : "shared (S)", " in ", schedule_.pattern(),
+           ", not full (F)");
+}
+
+void DsaStack::check_indexed(int layer, const char* what) const {
+  IS_CHECK(layer >= 0 && layer < schedule_.num_layers(), "DSA stack: ", what, ": layer ", layer, " out of range [0, ",
+           schedule_.num_layers(), ")");
+  IS_CHECK(schedule_.has_indexer(layer), "DSA stack: ", what, ": layer ", layer, " is shared (S) in ",
+           schedule_.pattern(), " and runs no indexer");
 }
 
 void DsaStack::begin_step(const backend::Step& s) {
@@ -50,39 +84,76 @@ void DsaStack::begin_step(const backend::Step& s) {
     const int64_t cap = std::max<int64_t>(R, 64);
     logical_store_ = be_.alloc(DType::kI32, {cap, K});
     physical_store_ = be_.alloc(DType::kI32, {cap, K});
+    if (schedule_.has_reindex()) {
+      cand_logical_store_ = be_.alloc(DType::kI32, {cap, cand_});
+      cand_physical_store_ = be_.alloc(DType::kI32, {cap, cand_});
+    }
   }
   logical_ = logical_store_.rows(0, R);
   physical_ = physical_store_.rows(0, R);
+  // Without R layers (C = K) the candidates are the set itself.
+  const bool two = schedule_.has_reindex();
+  cand_logical_ = two ? cand_logical_store_.rows(0, R) : logical_;
+  cand_physical_ = two ? cand_physical_store_.rows(0, R) : physical_;
   step_ = &s;
   source_ = -1;
+  cand_source_ = -1;
   ++counters_.steps;
 }
 
 void DsaStack::append_keys(int layer, const Tensor& k) { append_keys(layer, step(), k); }
 
 void DsaStack::append_keys(int layer, const backend::Step& s, const Tensor& k) {
-  check_full(layer, "append_keys");
+  check_indexed(layer, "append_keys");
   IS_CHECK(caches_[static_cast<size_t>(layer)] != nullptr,
            "DSA stack: this stack has no indexer (its sets are given with set_topk)");
   be_.indexer_append(*caches_[static_cast<size_t>(layer)], s, k);
 }
 
+void DsaStack::set_from_candidates() {
+  if (!schedule_.has_reindex()) return;  // one buffer
+  be_.copy_columns(logical_, cand_logical_);
+  be_.copy_columns(physical_, cand_physical_);
+}
+
 void DsaStack::index(int layer, const Tensor& q, const Tensor& w, const Tensor& k) {
+  check_full(layer, "index");
   append_keys(layer, k);
-  be_.indexer_select(*caches_[static_cast<size_t>(layer)], step(), q, w, logical_, physical_);
-  source_ = layer;
+  be_.indexer_select(*caches_[static_cast<size_t>(layer)], step(), q, w, cand_logical_, cand_physical_);
+  set_from_candidates();
+  source_ = cand_source_ = layer;
   ++counters_.indexer_calls;
+}
+
+void DsaStack::reindex(int layer, const Tensor& q, const Tensor& w, const Tensor& k) {
+  IS_CHECK(layer >= 0 && layer < schedule_.num_layers() && schedule_.is_reindex(layer), "DSA stack: reindex: layer ",
+           layer, " is not a reindex (R) layer in ", schedule_.pattern());
+  const int src = schedule_.full_source(layer);
+  IS_CHECK(cand_source_ == src, "DSA stack: R layer ", layer, " re-scores the candidates of F layer ", src, " but ",
+           cand_source_ < 0 ? std::string("no F layer has run in this step")
+                            : cat("the candidates are layer ", cand_source_, "'s"));
+  append_keys(layer, k);
+  be_.indexer_rescore(*caches_[static_cast<size_t>(layer)], step(), q, w, cand_logical_, cand_physical_, logical_,
+                      physical_);
+  source_ = layer;
+  ++counters_.reindex_calls;
 }
 
 void DsaStack::set_topk(int layer, const std::vector<int32_t>& logical) {
   check_full(layer, "set_topk");
   const backend::Step& s = step();
-  IS_CHECK(static_cast<int64_t>(logical.size()) == s.rows() * opt_.topk, "DSA stack: set_topk got ", logical.size(),
-           " entries for ", s.rows(), " rows of top-", opt_.topk);
-  be_.upload(logical_, logical.data());
-  be_.to_physical(s, logical_, physical_);
-  source_ = layer;
+  IS_CHECK(static_cast<int64_t>(logical.size()) == s.rows() * cand_, "DSA stack: set_topk got ", logical.size(),
+           " entries for ", s.rows(), " rows of ", cand_ == opt_.topk ? "top-" : "candidates ", cand_);
+  be_.upload(cand_logical_, logical.data());
+  be_.to_physical(s, cand_logical_, cand_physical_);
+  set_from_candidates();
+  source_ = cand_source_ = layer;
   ++counters_.forced_sets;
+}
+
+const Tensor& DsaStack::candidates_logical() const {
+  IS_CHECK(cand_source_ >= 0, "DSA stack: no F layer has left candidates in this step");
+  return cand_logical_;
 }
 
 void DsaStack::check_source(int layer) const {
@@ -95,7 +166,7 @@ void DsaStack::check_source(int layer) const {
 
 const Tensor& DsaStack::topk(int layer) {
   check_source(layer);
-  if (!schedule_.is_full(layer)) ++counters_.shared_reuses;
+  if (schedule_.is_shared(layer)) ++counters_.shared_reuses;
   return physical_;
 }
 
@@ -105,7 +176,7 @@ const Tensor& DsaStack::topk_logical(int layer) const {
 }
 
 void DsaStack::scores(int layer, const Tensor& q, const Tensor& w, const Tensor& out) {
-  check_full(layer, "scores");
+  check_indexed(layer, "scores");
   IS_CHECK(caches_[static_cast<size_t>(layer)] != nullptr, "DSA stack: this stack has no indexer");
   be_.indexer_scores(*caches_[static_cast<size_t>(layer)], step(), q, w, out);
 }
@@ -130,6 +201,7 @@ size_t DsaStack::indexer_cache_bytes() const {
 void DsaStack::count_replayed_step() {
   ++counters_.steps;
   counters_.indexer_calls += schedule_.num_full();
+  counters_.reindex_calls += schedule_.num_reindex();
   counters_.shared_reuses += schedule_.num_shared();
 }
 
@@ -142,6 +214,13 @@ DsaSavedTopk DsaStack::save() const {
   s.physical.resize(static_cast<size_t>(physical_.numel()));
   be_.download(s.logical.data(), logical_);
   be_.download(s.physical.data(), physical_);
+  if (schedule_.has_reindex() && cand_source_ >= 0) {
+    s.cand_source = cand_source_;
+    s.cand_logical.resize(static_cast<size_t>(cand_logical_.numel()));
+    s.cand_physical.resize(static_cast<size_t>(cand_physical_.numel()));
+    be_.download(s.cand_logical.data(), cand_logical_);
+    be_.download(s.cand_physical.data(), cand_physical_);
+  }
   return s;
 }
 
@@ -154,11 +233,22 @@ void DsaStack::restore(const DsaSavedTopk& s) {
   IS_CHECK(s.rows == st.rows() && static_cast<int64_t>(s.logical.size()) == s.rows * opt_.topk &&
                s.physical.size() == s.logical.size(),
            "DSA stack: restore of ", s.rows, " rows into a step of ", st.rows());
-  IS_CHECK(s.source < schedule_.num_layers() && schedule_.is_full(s.source), "DSA stack: restore from layer ", s.source,
-           ", which is not an F layer");
+  IS_CHECK(s.source < schedule_.num_layers() && schedule_.has_indexer(s.source), "DSA stack: restore from layer ",
+           s.source, ", which is not an F or R layer");
   be_.upload(logical_, s.logical.data());
   be_.upload(physical_, s.physical.data());
   source_ = s.source;
+  cand_source_ = !schedule_.has_reindex() ? s.source : -1;
+  if (schedule_.has_reindex() && s.cand_source >= 0) {
+    IS_CHECK(s.cand_source < schedule_.num_layers() && schedule_.is_full(s.cand_source) &&
+                 static_cast<int64_t>(s.cand_logical.size()) == s.rows * cand_ &&
+                 s.cand_physical.size() == s.cand_logical.size(),
+             "DSA stack: restore of candidates from layer ", s.cand_source, " (", s.cand_logical.size(),
+             " entries for ", s.rows, " rows of ", cand_, ")");
+    be_.upload(cand_logical_, s.cand_logical.data());
+    be_.upload(cand_physical_, s.cand_physical.data());
+    cand_source_ = s.cand_source;
+  }
 }
 
 }  // namespace indexshare::share

@@ -11,11 +11,18 @@
 //                                 slots of the same keys);
 //             or append_keys(l, k) + set_topk(l, sets) when the set comes from elsewhere
 //                                 (oracle selection, sets forced by a test);
-//   any layer: topk(l)            the buffer as l's source F layer (schedule.source(l)) left it;
-//                                 an Error if that layer has not run in this step (a schedule
-//                                 whose first layer is S never gets here: Schedule rejects it).
+//   R layer:  reindex(l, q, w, k) appends k to layer l's own (small) indexer cache, scores only
+//                                 the candidates its F layer left (schedule.full_source(l)) and
+//                                 fills the shared buffer with its own top-k of them;
+//   any layer: topk(l)            the buffer as l's source layer (schedule.source(l), the nearest
+//                                 F or R layer) left it; an Error if that layer has not run in
+//                                 this step (a schedule whose first layer is S or R never gets
+//                                 here: Schedule rejects it).
+// Candidates: with R layers in the schedule every F layer keeps its top-C (C = candidates >= K,
+// in top-k order) in a second buffer and its own set is the first K of them, which is exactly its
+// top-K. Without R layers C = K and there is one buffer (the candidates are the set).
 // S layers run no indexer and own no indexer cache: the bytes allocated for indexer caches are
-// exactly those of the F layers (indexer_cache_bytes()).
+// exactly those of the F and R layers (indexer_cache_bytes()).
 #pragma once
 
 #include <cstddef>
@@ -37,12 +44,18 @@ struct DsaStackOptions {
   float index_scale = 0.0f;  // 0: H_I^-0.5 * D_I^-0.5 (the DSA constant)
   backend::CacheFormat format = backend::CacheFormat::kF32;
   int64_t pages = 0;         // pages of every F layer's indexer cache (kPageTokens tokens each)
+  // Reindex (R) layers, when the schedule has any: the candidates C an F layer carries over
+  // (>= topk), and the R layers' own indexer shape (0 = the F layers' heads / dim / scale).
+  int candidates = 0;
+  int reindex_heads = 0, reindex_dim = 0;
+  float reindex_scale = 0.0f;
 };
 
 struct DsaCounters {
   int64_t steps = 0;          // begin_step calls
   int64_t indexer_calls = 0;  // F-layer selections by the indexer (index())
   int64_t forced_sets = 0;    // F-layer sets given from outside (set_topk())
+  int64_t reindex_calls = 0;  // R-layer re-selections (reindex())
   int64_t shared_reuses = 0;  // S-layer reads of the buffer
 };
 
@@ -50,7 +63,10 @@ struct DsaCounters {
 struct DsaSavedTopk {
   std::vector<int32_t> logical, physical;  // [rows, K]
   int64_t rows = 0;
-  int source = -1;  // the F layer that filled it
+  int source = -1;  // the F or R layer that filled it
+  // With R layers: the candidates [rows, C] and the F layer that left them.
+  std::vector<int32_t> cand_logical, cand_physical;
+  int cand_source = -1;
 };
 
 class DsaStack {
@@ -65,12 +81,16 @@ class DsaStack {
   void begin_step(const backend::Step& step);
   // F layer: q [rows, H_I, D_I], w [rows, H_I], k [rows, D_I] (f32, on the backend).
   void index(int layer, const Tensor& q, const Tensor& w, const Tensor& k);
-  // F layer: only append the keys (its set comes from set_topk).
+  // R layer: q [rows, H_R, D_R], w [rows, H_R], k [rows, D_R] of its own indexer.
+  void reindex(int layer, const Tensor& q, const Tensor& w, const Tensor& k);
+  // F or R layer: only append the keys (its set comes from set_topk).
   void append_keys(int layer, const Tensor& k);
   // The same for the rows of another step (filling a cache without a forward).
   void append_keys(int layer, const backend::Step& s, const Tensor& k);
-  // F layer: the set is `logical` [rows, K] positions (-1 = empty), host memory.
+  // F layer: the set is `logical` [rows, C] positions (-1 = empty), host memory, in top-k order;
+  // C = candidates() (= K without R layers).
   void set_topk(int layer, const std::vector<int32_t>& logical);
+  int candidates() const { return cand_; }
   // The set layer `layer` attends over, physical slots [rows, K]; counts an S-layer reuse.
   const Tensor& topk(int layer);
   // The same set as positions of the sequence (traces, measurements).
@@ -80,6 +100,8 @@ class DsaStack {
 
   const backend::IndexerCache* cache(int layer) const;  // nullptr for S layers
   size_t indexer_cache_bytes(int layer) const;          // 0 for S layers
+  // The candidates the last F layer left, [rows, C] positions (R layers: traces, tests).
+  const Tensor& candidates_logical() const;
   size_t indexer_cache_bytes() const;                   // all layers
 
   const DsaCounters& counters() const { return counters_; }
@@ -96,16 +118,23 @@ class DsaStack {
  private:
   const backend::Step& step() const;
   void check_full(int layer, const char* what) const;
+  void check_indexed(int layer, const char* what) const;
   void check_source(int layer) const;
+  // After an F layer filled the candidates: its own set is their first K.
+  void set_from_candidates();
 
   Schedule schedule_;
   DsaStackOptions opt_;
   backend::Backend& be_;
   std::vector<std::unique_ptr<backend::IndexerCache>> caches_;  // per layer, null for S
+  int cand_ = 0;                                                // C (= K without R layers)
   Tensor logical_store_, physical_store_;                       // [capacity rows, K]
   Tensor logical_, physical_;                                   // views: [rows, K] of this step
+  Tensor cand_logical_store_, cand_physical_store_;             // [capacity rows, C] (R only)
+  Tensor cand_logical_, cand_physical_;                         // views: [rows, C] of this step
   const backend::Step* step_ = nullptr;
-  int source_ = -1;  // the F layer that filled the buffer in this step
+  int source_ = -1;       // the F or R layer that filled the buffer in this step
+  int cand_source_ = -1;  // the F layer that filled the candidates in this step
   DsaCounters counters_;
 };
 

@@ -447,6 +447,23 @@ class CudaBackend final : public backend::Backend {
                         physical.as<int32_t>(), stream_);
   }
 
+  void indexer_rescore(const backend::IndexerCache&, const backend::Step&, const Tensor&, const Tensor&,
+                       const Tensor&, const Tensor&, const Tensor&, const Tensor&) override {
+    fail("cuda backend: reindex (R) layers are not implemented on the GPU yet (indexer_rescore); "
+         "the cpu backend runs them, or use a schedule of F and S layers only");
+  }
+  void copy_columns(const Tensor& dst, const Tensor& src) override {
+    IS_CHECK(dst.dtype() == DType::kI32 && src.dtype() == DType::kI32 && dst.ndim() == 2 && src.ndim() == 2 &&
+                 dst.dim(0) == src.dim(0) && dst.dim(1) <= src.dim(1),
+             "copy_columns: ", dst.describe(), " from ", src.describe());
+    on_gpu(dst, "copy_columns dst");
+    on_gpu(src, "copy_columns src");
+    if (dst.numel() == 0) return;
+    IS_CUDA_CHECK(cudaMemcpy2DAsync(dst.data(), static_cast<size_t>(dst.dim(1)) * 4, src.data(),
+                                    static_cast<size_t>(src.dim(1)) * 4, static_cast<size_t>(dst.dim(1)) * 4,
+                                    static_cast<size_t>(dst.dim(0)), cudaMemcpyDeviceToDevice, stream_));
+  }
+
   // ---- CUDA graphs ----
   bool can_capture() const override { return true; }
   void begin_capture() override {
