@@ -33,6 +33,32 @@ TEST(CmdCost, JsonRatioAt1MIsInTheBand) {
   EXPECT_DOUBLE_EQ(j.at("cache_bytes_per_token").at("shared").get<double>(), 78 * 656.0 + 21 * 132.0);
 }
 
+// A schedule with reindex layers from --pattern: the R terms are the closed form (C candidates,
+// the R indexer's shape), and R layers without --candidates are refused.
+TEST(CmdCost, ReindexPatternCostsItsCandidatesOnly) {
+  std::string p = "F";
+  for (int i = 0; i < 19; ++i) p += "RRRF";
+  p += "R";  // 78 layers: 20 F, 58 R
+  const auto r = run_tool("cost --preset glm5.2 --context 1M --pattern " + p +
+                              " --candidates 8192 --reindex-heads 16 --reindex-dim 64 --json",
+                          "2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("schedule").at("num_reindex").get<int>(), 58);
+  EXPECT_EQ(j.at("schedule").at("num_full").get<int>(), 20);
+  const auto& res = j.at("results")[0];
+  EXPECT_DOUBLE_EQ(res.at("keys_rescored").get<double>(), 8192.0);
+  // GLM-5.2: hidden 6144, q_lora_rank 2048. R projections per layer: 2048 * 16 * 64 + 6144 * 64
+  // + 6144 * 16 MACs; scores: 8192 candidates * 16 heads * (64 + 1) MACs.
+  const double proj = 2.0 * 58 * (2048.0 * 16 * 64 + 6144.0 * 64 + 6144.0 * 16);
+  const double score = 2.0 * 58 * 8192.0 * 16 * 65;
+  EXPECT_DOUBLE_EQ(res.at("shared").at("flops").at("reindex_proj").get<double>(), proj);
+  EXPECT_DOUBLE_EQ(res.at("shared").at("flops").at("reindex_score").get<double>(), score);
+  const auto bad = run_tool("cost --preset glm5.2 --pattern " + p, "2>&1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("give --candidates"), std::string::npos) << bad.out;
+}
+
 TEST(CmdCost, SeveralContextsBothPhasesAndAConfigFile) {
   const std::string path = ::testing::TempDir() + "cmd_cost_test_config.json";
   {

@@ -92,6 +92,41 @@ TEST(CostModel, TinyConfigPrefillByHand) {
   EXPECT_EQ(compare(t.arch, t.cfg.schedule(), Phase::kPrefill, 5).bytes_ratio, 1.0);
 }
 
+TEST(CostModel, ReindexLayersByHand) {
+  Tiny t;
+  const auto s = share::Schedule::from_pattern("FRSR");  // 1 F, 2 R, 1 S
+  CostOptions o;
+  EXPECT_THROW(token_cost(t.arch, s, Phase::kDecode, 10, o), Error) << "R layers need C >= k";
+  o.candidates = 4;
+  o.reindex_heads = 1;
+  o.reindex_head_dim = 2;
+  // R indexer 1 head x 2 dims: proj wq_b 8*2=16, wk 16*2=32, weights_proj 16*1=16 -> 64 MACs;
+  // score per candidate 1 * (2 + 1) = 3 MACs; decode at L = 10 scores min(4, 10) = 4 candidates.
+  const auto c = token_cost(t.arch, s, Phase::kDecode, 10, o);
+  EXPECT_DOUBLE_EQ(c.flops.indexer_proj, 2 * 160.0);
+  EXPECT_DOUBLE_EQ(c.flops.indexer_score, 2 * 100.0);
+  EXPECT_DOUBLE_EQ(c.flops.reindex_proj, 2 * 2 * 64.0);
+  EXPECT_DOUBLE_EQ(c.flops.reindex_score, 2 * 2 * 4 * 3.0);
+  EXPECT_DOUBLE_EQ(c.flops.indexer(), 320 + 200 + 256 + 48);
+  EXPECT_DOUBLE_EQ(c.keys_rescored, 4.0);
+  // Bytes: R weights 2 * 64; R entries (2 + 4 B) read for 4 candidates on 2 layers.
+  EXPECT_DOUBLE_EQ(c.bytes.weights, 8864.0 - 160 + 128);
+  EXPECT_DOUBLE_EQ(c.bytes.indexer_cache, 10 * 8.0 + 2 * 4 * 6.0);
+  EXPECT_DOUBLE_EQ(cache_bytes_per_token(t.arch, s, o), 4 * 16.0 + 8 + 2 * 6);
+  // Prefill, L = 6, C = 4: candidates min(4, t + 1) = 1, 2, 3, 4, 4, 4 (mean 3).
+  EXPECT_DOUBLE_EQ(token_cost(t.arch, s, Phase::kPrefill, 6, o).keys_rescored, 3.0);
+  EXPECT_DOUBLE_EQ(token_cost(t.arch, s, Phase::kPrefill, 3, o).keys_rescored, 2.0);
+  // An R layer with the F layer's shape and every key a candidate costs what an F layer costs.
+  CostOptions wide;
+  wide.candidates = 1000;
+  for (Phase ph : {Phase::kDecode, Phase::kPrefill}) {
+    const auto r = token_cost(t.arch, share::Schedule::from_pattern("FRRR"), ph, 10, wide);
+    const auto f = token_cost(t.arch, share::Schedule::all_full(4), ph, 10, wide);
+    EXPECT_DOUBLE_EQ(r.flops.total(), f.flops.total());
+    EXPECT_DOUBLE_EQ(r.bytes.total(), f.bytes.total());
+  }
+}
+
 TEST(CostModel, LlamaByHand) {
   const auto cfg = io::parse_hf_config(R"({"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 2,
       "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 16, "vocab_size": 10})");

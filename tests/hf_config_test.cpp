@@ -199,6 +199,27 @@ TEST(HfConfig, ScheduleKeysFollowTheirPrecedence) {
   EXPECT_EQ(c.schedule().origin(), share::ScheduleOrigin::kIndexerTypes);
 }
 
+// Reindex layers (ours): 'R' in the pattern needs index_reindex_candidates >= index_topk.
+TEST(HfConfig, ReindexKeys) {
+  std::string pat(78, 'R');
+  pat[0] = pat[40] = 'F';
+  json j = json::parse(kGlm52);
+  j["index_topk_pattern"] = pat;
+  expect_error(j.dump(), "has reindex (R) layers but 'index_reindex_candidates' is missing");
+  j["index_reindex_candidates"] = 1024;
+  expect_error(j.dump(), "index_reindex_candidates");
+  j["index_reindex_candidates"] = 8192;
+  j["index_reindex_n_heads"] = 8;
+  j["index_reindex_head_dim"] = 64;
+  const auto c = parse_hf_config(j.dump());
+  EXPECT_EQ(c.schedule().num_reindex(), 76);
+  EXPECT_EQ(c.index_reindex_candidates, 8192);
+  EXPECT_EQ(c.index_reindex_n_heads, 8);
+  EXPECT_EQ(c.index_reindex_head_dim, 64);
+  EXPECT_TRUE(c.warnings.empty());
+  expect_error(with(kGlm52, "index_reindex_candidate", 8192), "looks like an indexer key");
+}
+
 TEST(HfConfig, MlpLayerTypesAndNullQLora) {
   json j = json::parse(kGlm52);
   j["num_hidden_layers"] = 4;

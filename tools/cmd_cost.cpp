@@ -24,6 +24,9 @@ struct CostArgs {
   std::vector<std::string> contexts;
   std::string phase = "decode";
   std::string weight_dtype = "fp8";
+  std::string pattern;          // overrides the config's schedule (F / S / R per layer)
+  int64_t candidates = 0;       // overrides index_reindex_candidates
+  int64_t reindex_heads = 0, reindex_dim = 0;
   bool json = false;
 };
 
@@ -72,9 +75,10 @@ std::string ratio_text(double all_full, double shared) {
 }
 
 json flops_json(const cost::Flops& f) {
-  return {{"indexer_proj", f.indexer_proj}, {"indexer_score", f.indexer_score}, {"attn_proj", f.attn_proj},
-          {"attn_core", f.attn_core},       {"mlp_dense", f.mlp_dense},         {"mlp_moe", f.mlp_moe},
-          {"lm_head", f.lm_head},           {"total", f.total()}};
+  return {{"indexer_proj", f.indexer_proj}, {"indexer_score", f.indexer_score}, {"reindex_proj", f.reindex_proj},
+          {"reindex_score", f.reindex_score}, {"attn_proj", f.attn_proj},       {"attn_core", f.attn_core},
+          {"mlp_dense", f.mlp_dense},         {"mlp_moe", f.mlp_moe},           {"lm_head", f.lm_head},
+          {"total", f.total()}};
 }
 
 json cost_json(const cost::TokenCost& c) {
@@ -99,6 +103,10 @@ void print_table(const cost::Comparison& r) {
   const auto &s = r.shared.flops, &f = r.all_full.flops;
   row("indexer.proj", s.indexer_proj, f.indexer_proj, "FLOP");
   row("indexer.score", s.indexer_score, f.indexer_score, "FLOP");
+  if (s.reindex_proj > 0) {
+    row("reindex.proj", s.reindex_proj, f.reindex_proj, "FLOP");
+    row("reindex.score", s.reindex_score, f.reindex_score, "FLOP");
+  }
   row("attention.proj", s.attn_proj, f.attn_proj, "FLOP");
   row("attention.core", s.attn_core, f.attn_core, "FLOP");
   row("mlp.dense", s.mlp_dense, f.mlp_dense, "FLOP");
@@ -122,10 +130,20 @@ int run_cost(const CostArgs& a) {
   const std::string name = a.config.empty() ? (a.preset.empty() ? "glm5.2" : a.preset) : a.config;
   const io::HfConfig cfg = a.config.empty() ? cost::preset_config(name) : io::read_hf_config(a.config);
   const cost::Arch arch = cost::arch_from_config(cfg, name);
+  IS_CHECK(a.pattern.empty() || cfg.is_dsa(), "--pattern: model_type ", cfg.model_type, " has no indexer");
   const share::Schedule schedule =
-      cfg.is_dsa() ? cfg.schedule() : share::Schedule::all_full(static_cast<int>(cfg.num_hidden_layers));
+      !a.pattern.empty() ? share::Schedule::from_pattern(a.pattern)
+      : cfg.is_dsa()     ? cfg.schedule()
+                         : share::Schedule::all_full(static_cast<int>(cfg.num_hidden_layers));
+  IS_CHECK(schedule.num_layers() == cfg.num_hidden_layers, "--pattern has ", schedule.num_layers(),
+           " layers but the model has ", cfg.num_hidden_layers);
   cost::CostOptions opt;
   opt.weight_bytes = weight_bytes_of(a.weight_dtype);
+  opt.candidates = a.candidates > 0 ? a.candidates : cfg.index_reindex_candidates;
+  opt.reindex_heads = a.reindex_heads > 0 ? a.reindex_heads : cfg.index_reindex_n_heads;
+  opt.reindex_head_dim = a.reindex_dim > 0 ? a.reindex_dim : cfg.index_reindex_head_dim;
+  IS_CHECK(!schedule.has_reindex() || opt.candidates > 0, "the schedule ", schedule.pattern(),
+           " has reindex (R) layers: give --candidates (or index_reindex_candidates in the config)");
 
   std::vector<int64_t> contexts;
   for (const auto& c : a.contexts) contexts.push_back(parse_context(c));
@@ -154,6 +172,8 @@ int run_cost(const CostArgs& a) {
                        {"pattern", schedule.pattern()},
                        {"num_full", schedule.num_full()},
                        {"num_shared", schedule.num_shared()},
+                       {"num_reindex", schedule.num_reindex()},
+                       {"candidates", schedule.has_reindex() ? json(opt.candidates) : json(nullptr)},
                        {"full_layers", schedule.full_layers()},
                        {"origin", cfg.is_dsa() ? std::string(share::origin_name(schedule.origin())) : "no indexer"}};
     out["weight_dtype"] = a.weight_dtype;
@@ -170,6 +190,7 @@ int run_cost(const CostArgs& a) {
                     {"context", r.context},
                     {"keys_scored", r.shared.keys_scored},
                     {"keys_attended", r.shared.keys_attended},
+                    {"keys_rescored", r.shared.keys_rescored},
                     {"shared", cost_json(r.shared)},
                     {"all_full", cost_json(r.all_full)},
                     {"ratio", r.ratio},
@@ -184,7 +205,12 @@ int run_cost(const CostArgs& a) {
   fmt::print("model     {} ({}, {} layers), weights {} ({} B/param)\n", name, cfg.model_type, cfg.num_hidden_layers,
              a.weight_dtype, opt.weight_bytes);
   if (cfg.is_dsa()) {
-    fmt::print("schedule  {}  (from {})\n", schedule.summary(), share::origin_name(schedule.origin()));
+    fmt::print("schedule  {}  (from {})\n", schedule.summary(),
+               a.pattern.empty() ? share::origin_name(schedule.origin()) : "--pattern");
+    if (schedule.has_reindex())
+      fmt::print("reindex   R layers re-score the top-{} candidates of their F layer with {} heads x {} dims\n",
+                 opt.candidates, opt.reindex_heads > 0 ? opt.reindex_heads : arch.index_heads,
+                 opt.reindex_head_dim > 0 ? opt.reindex_head_dim : arch.index_head_dim);
     fmt::print("cache     {}B per token shared, {}B all-F (MLA {} B x {} layers, indexer K {} B x F layers)\n",
                si(cache_shared), si(cache_full), cost::mla_entry_bytes(arch), arch.layers,
                cost::indexer_entry_bytes(arch));
@@ -206,6 +232,12 @@ CommandRegistrar reg("cost", "per-token FLOPs and bytes of a DSA model, shared s
                            ->delimiter(',');
                        app.add_option("--phase", a->phase, "decode, prefill or both (default decode)");
                        app.add_option("--weight-dtype", a->weight_dtype, "fp8, bf16, f16 or f32 (default fp8)");
+                       app.add_option("--pattern", a->pattern,
+                                      "schedule to cost instead of the config's: one F / S / R per layer");
+                       app.add_option("--candidates", a->candidates,
+                                      "R layers: candidates C an F layer carries over (index_reindex_candidates)");
+                       app.add_option("--reindex-heads", a->reindex_heads, "R layers: indexer heads (default: the F indexer's)");
+                       app.add_option("--reindex-dim", a->reindex_dim, "R layers: indexer head dim (default: the F indexer's)");
                        app.add_flag("--json", a->json, "print one JSON object");
                        return [a] { return run_cost(*a); };
                      });

@@ -30,12 +30,26 @@ KeyCounts key_counts(const Arch& a, Phase phase, int64_t L) {
   return {mean_all, sum_sel / d(L)};
 }
 
-// Multiply-accumulates (= weights read) of the indexer projections of one F layer, per token.
-double indexer_proj_macs(const Arch& a) {
+// Multiply-accumulates (= weights read) of the indexer projections of one layer with an H x D
+// indexer, per token.
+double indexer_proj_macs(const Arch& a, int64_t heads, int64_t dim) {
   const double q_in = a.q_lora_rank > 0 ? d(a.q_lora_rank) : d(a.hidden);
-  return q_in * d(a.index_heads * a.index_head_dim)   // wq_b
-         + d(a.hidden) * d(a.index_head_dim)         // wk
-         + d(a.hidden) * d(a.index_heads);           // weights_proj
+  return q_in * d(heads * dim)   // wq_b
+         + d(a.hidden) * d(dim)  // wk
+         + d(a.hidden) * d(heads);  // weights_proj
+}
+double indexer_proj_macs(const Arch& a) { return indexer_proj_macs(a, a.index_heads, a.index_head_dim); }
+
+// Candidates an R layer scores per token: min(C, L) in decode, the mean of min(C, t + 1) over a
+// causal sequence in prefill.
+double rescored_keys(Phase phase, int64_t L, int64_t C) {
+  if (phase == Phase::kDecode || L <= C) return phase == Phase::kDecode ? d(std::min(C, L)) : (d(L) + 1.0) / 2.0;
+  return (d(C) * (d(C) + 1.0) / 2.0 + (d(L) - d(C)) * d(C)) / d(L);
+}
+
+int64_t reindex_heads(const Arch& a, const CostOptions& o) { return o.reindex_heads > 0 ? o.reindex_heads : a.index_heads; }
+int64_t reindex_dim(const Arch& a, const CostOptions& o) {
+  return o.reindex_head_dim > 0 ? o.reindex_head_dim : a.index_head_dim;
 }
 
 // Attention projections of one layer, per token (MACs = weights read).
@@ -106,10 +120,11 @@ double mla_entry_bytes(const Arch& a) {
   if (!a.dsa) return 0;
   return d(a.kv_lora_rank) + 4.0 * d((a.kv_lora_rank + 127) / 128) + 2.0 * d(a.qk_rope);
 }
-double indexer_entry_bytes(const Arch& a) {
+double indexer_entry_bytes(const Arch& a, int64_t dim) {
   if (!a.dsa) return 0;
-  return d(a.index_head_dim) + 4.0 * d((a.index_head_dim + 127) / 128);
+  return d(dim) + 4.0 * d((dim + 127) / 128);
 }
+double indexer_entry_bytes(const Arch& a) { return indexer_entry_bytes(a, a.index_head_dim); }
 
 TokenCost token_cost(const Arch& a, const share::Schedule& s, Phase phase, int64_t L, const CostOptions& opt) {
   IS_CHECK(L >= 1, "context = ", L, " must be >= 1");
@@ -117,16 +132,25 @@ TokenCost token_cost(const Arch& a, const share::Schedule& s, Phase phase, int64
            ") has ", a.layers);
   IS_CHECK(a.dsa || s.num_shared() == 0, "model ", a.name, " has no indexer, so no shared layers");
   IS_CHECK(opt.weight_bytes > 0 && opt.kv_elem_bytes > 0, "weight_bytes and kv_elem_bytes must be > 0");
+  IS_CHECK(opt.candidates >= 0 && opt.reindex_heads >= 0 && opt.reindex_head_dim >= 0,
+           "candidates and the reindex indexer's shape must be >= 0");
   const KeyCounts keys = key_counts(a, phase, L);
-  const int64_t n_full = a.dsa ? s.num_full() : 0;
+  const int64_t n_full = a.dsa ? s.num_full() : 0, n_re = a.dsa ? s.num_reindex() : 0;
+  IS_CHECK(n_re == 0 || opt.candidates >= a.index_topk, "schedule ", s.pattern(),
+           " has reindex (R) layers: candidates C = ", opt.candidates, " must be >= top-k ", a.index_topk);
+  const int64_t hr = reindex_heads(a, opt), dr = reindex_dim(a, opt);
+  const double rescored = n_re > 0 ? rescored_keys(phase, L, opt.candidates) : 0.0;
 
   TokenCost c;
   c.keys_scored = a.dsa ? keys.scored : 0;
+  c.keys_rescored = rescored;
   c.keys_attended = keys.attended;
   Flops& f = c.flops;
   const double score_macs_per_key = d(a.index_heads) * d(a.index_head_dim + 1);  // dot + weighted sum
   f.indexer_proj = kFlopsPerMac * d(n_full) * indexer_proj_macs(a);
   f.indexer_score = kFlopsPerMac * d(n_full) * keys.scored * score_macs_per_key;
+  f.reindex_proj = kFlopsPerMac * d(n_re) * indexer_proj_macs(a, hr, dr);
+  f.reindex_score = kFlopsPerMac * d(n_re) * rescored * d(hr) * d(dr + 1);
   f.attn_proj = kFlopsPerMac * d(a.layers) * attn_proj_macs(a);
   f.attn_core = kFlopsPerMac * d(a.layers) * keys.attended * attn_core_macs_per_key(a);
   int64_t n_moe = 0;
@@ -138,13 +162,15 @@ TokenCost token_cost(const Arch& a, const share::Schedule& s, Phase phase, int64
 
   if (phase == Phase::kDecode) {
     c.bytes_modelled = true;
-    const double weights = d(n_full) * indexer_proj_macs(a) + d(a.layers) * attn_proj_macs(a) +
+    const double weights = d(n_full) * indexer_proj_macs(a) + d(n_re) * indexer_proj_macs(a, hr, dr) +
+                           d(a.layers) * attn_proj_macs(a) +
                            d(a.layers - n_moe) * dense_mlp_macs(a) + d(n_moe) * moe_mlp_macs(a) +
                            d(a.hidden) * d(a.vocab);
     c.bytes.weights = weights * opt.weight_bytes;
     if (a.dsa) {
       c.bytes.mla_cache = d(a.layers) * keys.attended * mla_entry_bytes(a);
-      c.bytes.indexer_cache = d(n_full) * keys.scored * indexer_entry_bytes(a);
+      c.bytes.indexer_cache = d(n_full) * keys.scored * indexer_entry_bytes(a) +
+                              d(n_re) * rescored * indexer_entry_bytes(a, dr);
     } else {
       c.bytes.mla_cache = d(a.layers) * keys.attended * 2.0 * d(a.kv_heads * a.head_dim) * opt.kv_elem_bytes;
     }
@@ -165,7 +191,8 @@ Comparison compare(const Arch& a, const share::Schedule& s, Phase phase, int64_t
 
 double cache_bytes_per_token(const Arch& a, const share::Schedule& s, const CostOptions& opt) {
   if (!a.dsa) return d(a.layers) * 2.0 * d(a.kv_heads * a.head_dim) * opt.kv_elem_bytes;
-  return d(a.layers) * mla_entry_bytes(a) + d(s.num_full()) * indexer_entry_bytes(a);
+  return d(a.layers) * mla_entry_bytes(a) + d(s.num_full()) * indexer_entry_bytes(a) +
+         d(s.num_reindex()) * indexer_entry_bytes(a, reindex_dim(a, opt));
 }
 
 }  // namespace indexshare::cost

@@ -13,9 +13,13 @@
 //  - S (shared) layers run no indexer at all (no q / k / weight projections, no scoring, no
 //    top-k, no indexer-K cache); they still run their own MLA projections, write their own MLA
 //    cache, attend over the F layer's min(K, L) indices and run their own MLP / MoE.
+//  - R (reindex) layers run their own small indexer (H_R heads x D_R dims, CostOptions) over
+//    only the C candidates their F layer carried over: projections as an F layer's at that
+//    shape, scoring min(C, L) keys in decode and the mean of min(C, t + 1) in prefill, and they
+//    store their own indexer keys (D_R per token).
 //  - Bytes (decode only, batch 1): every active weight read once per token at the chosen weight
-//    width, plus the cache entries read: min(K, L) MLA latents per layer and L indexer keys per
-//    F layer.
+//    width, plus the cache entries read: min(K, L) MLA latents per layer, L indexer keys per
+//    F layer and min(C, L) per R layer.
 #pragma once
 
 #include <cstdint>
@@ -48,26 +52,32 @@ Arch arch_from_config(const io::HfConfig& c, std::string name);
 struct CostOptions {
   double weight_bytes = 1.0;   // bytes per weight (fp8 1, bf16 2, f32 4)
   double kv_elem_bytes = 2.0;  // llama only: bytes per cached K or V element
+  // R layers (needed when the schedule has any): the candidates C an F layer carries over, and
+  // the R indexer's shape (0 = the F indexer's heads / head dim).
+  int64_t candidates = 0;
+  int64_t reindex_heads = 0, reindex_head_dim = 0;
 };
 
 // FLOPs per token by component.
 struct Flops {
   double indexer_proj = 0;   // wq_b, wk, weights_proj (F layers)
   double indexer_score = 0;  // q.k over the keys + head-weighted sum (F layers)
+  double reindex_proj = 0;   // the same projections of the R layers' indexers
+  double reindex_score = 0;  // R layers: scores of their candidates
   double attn_proj = 0;      // q_a, q_b, kv_a, absorbed kv_b (both halves), o
   double attn_core = 0;      // scores and values over the selected keys
   double mlp_dense = 0;      // dense SwiGLU layers
   double mlp_moe = 0;        // router + routed top-k experts + shared experts
   double lm_head = 0;
-  double indexer() const { return indexer_proj + indexer_score; }
-  double total() const { return indexer_proj + indexer_score + attn_proj + attn_core + mlp_dense + mlp_moe + lm_head; }
+  double indexer() const { return indexer_proj + indexer_score + reindex_proj + reindex_score; }
+  double total() const { return indexer() + attn_proj + attn_core + mlp_dense + mlp_moe + lm_head; }
 };
 
 // Bytes read per decoded token.
 struct Bytes {
   double weights = 0;        // active weights
   double mla_cache = 0;      // attention cache entries read (MLA latents; llama: K and V)
-  double indexer_cache = 0;  // indexer-K entries read (F layers)
+  double indexer_cache = 0;  // indexer-K entries read (F and R layers)
   double total() const { return weights + mla_cache + indexer_cache; }
 };
 
@@ -76,6 +86,7 @@ struct TokenCost {
   Bytes bytes;
   bool bytes_modelled = false;  // true for decode
   double keys_scored = 0;       // per F layer: keys the indexer scores for this token
+  double keys_rescored = 0;     // per R layer: candidates its indexer scores
   double keys_attended = 0;     // per layer: keys attention reads
 };
 
@@ -95,7 +106,7 @@ Comparison compare(const Arch& arch, const share::Schedule& schedule, Phase phas
                    const CostOptions& opt = {});
 
 // Cache bytes stored per token of context (all layers): MLA latent on every layer, indexer K on
-// F layers only. Llama: K and V at kv_elem_bytes.
+// F and R layers only (R at its own head dim). Llama: K and V at kv_elem_bytes.
 double cache_bytes_per_token(const Arch& arch, const share::Schedule& schedule, const CostOptions& opt = {});
 // Bytes of one MLA cache entry (FP8 latent + one fp32 scale per 128 + bf16 rope): 656 for
 // kv_lora_rank 512, rope 64. And of one indexer-K entry (FP8 key + fp32 scale): 132 for 128.

@@ -28,6 +28,8 @@ constexpr std::array kIgnoredKeys = {
 constexpr std::array kIndexerKeys = {
     "index_n_heads", "index_head_dim", "index_topk", "index_topk_freq", "index_skip_topk_offset",
     "index_topk_pattern", "index_share_for_mtp_iteration", "indexer_types", "indexer_rope_interleave",
+    // Ours (reindex layers; transformers and vLLM do not read them).
+    "index_reindex_candidates", "index_reindex_n_heads", "index_reindex_head_dim",
 };
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
@@ -214,6 +216,12 @@ void read_dsa(Reader& r, HfConfig& c) {
   c.index_topk_pattern = r.opt_string("index_topk_pattern");
   if (const json* j = r.find("index_topk_freq")) c.index_topk_freq = r.as_int("index_topk_freq", *j);
   if (const json* j = r.find("index_skip_topk_offset")) c.index_skip_topk_offset = r.as_int("index_skip_topk_offset", *j);
+  c.index_reindex_candidates = r.opt_int("index_reindex_candidates", 1).value_or(0);
+  c.index_reindex_n_heads = r.opt_int("index_reindex_n_heads", 1).value_or(0);
+  c.index_reindex_head_dim = r.opt_int("index_reindex_head_dim", 1).value_or(0);
+  if (c.index_reindex_candidates && c.index_reindex_candidates < c.index_topk)
+    r.error("index_reindex_candidates", cat(c.index_reindex_candidates, " is less than index_topk = ", c.index_topk,
+                                            " (an R layer keeps its top-k of these candidates)"));
   c.index_share_for_mtp_iteration = r.opt_bool("index_share_for_mtp_iteration");
   c.num_nextn_predict_layers = r.opt_int("num_nextn_predict_layers", 0).value_or(0);
   r.find("head_dim");  // GLM ships a misleading head_dim; MLA uses qk_*_head_dim
@@ -309,6 +317,8 @@ HfConfig parse_hf_config(std::string_view json_text, std::string_view source) {
     } catch (const Error& e) {
       fail(c.source, ": ", e.what());
     }
+    IS_CHECK(!c.resolved_schedule->has_reindex() || c.index_reindex_candidates > 0, c.source, ": the schedule ",
+             c.resolved_schedule->pattern(), " has reindex (R) layers but 'index_reindex_candidates' is missing");
   } else {
     c.head_dim = r.opt_int("head_dim", 1);
     if (!c.head_dim) {

@@ -88,6 +88,11 @@ struct HfConfig {
   std::optional<std::string> index_topk_pattern;
   int64_t index_topk_freq = 1;
   int64_t index_skip_topk_offset = 2;
+  // Reindex (R) layers (ours): candidates an F layer carries over, and the R indexer's shape
+  // (0 = absent: the F indexer's heads / head dim).
+  int64_t index_reindex_candidates = 0;
+  int64_t index_reindex_n_heads = 0;
+  int64_t index_reindex_head_dim = 0;
   std::optional<bool> index_share_for_mtp_iteration;
   int64_t num_nextn_predict_layers = 0;
 
