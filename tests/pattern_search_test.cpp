@@ -155,6 +155,44 @@ TEST_P(PatternSearchSimd, GreedyEqualsBruteForceAndEveryCachedLossEqualsAFullFor
 
 INSTANTIATE_TEST_SUITE_P(Paths, PatternSearchSimd, ::testing::Bool());
 
+// With reindex set, layers leave F for R: every cached candidate loss is bit for bit the full
+// forward of its F/R pattern (the prefix cache restores the R layers' sets and the F layer's
+// candidates), the pick is the least loss, and the result holds only F and R.
+TEST(PatternSearch, ReindexFillSearchesAnFrSchedule) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int N = 5, topk = 6;
+  const int64_t ctx = 48;
+  TinyCase s = make_case(seed, N, ctx, 1);
+  std::mt19937 rng(seed + 1);
+  const IndexerSet rx = random_indexers(s.tiny.cfg, rng);
+  const LlamaModel& m = *s.tiny.model;
+  PatternSearchOptions o;
+  o.keep = 2;
+  o.topk = topk;
+  o.reindex = {.indexers = &rx, .candidates = 14};
+  const PatternSearchResult r = search_pattern(m, s.calib, s.ix, o);
+  ASSERT_EQ(r.steps.size(), 3u);
+  std::string cur(N, 'F');
+  for (const SearchStep& st : r.steps) {
+    int best = -1;
+    double best_loss = 0.0;
+    for (const SearchCandidate& c : st.candidates) {
+      std::string cand = cur;
+      cand[static_cast<size_t>(c.layer)] = 'R';
+      EXPECT_EQ(c.loss, pattern_loss(m, s.calib, s.ix, share::Schedule::from_pattern(cand), topk, -1, o.reindex))
+          << cand << ": the prefix cache is not bit for bit a full forward";
+      if (best < 0 || c.loss < best_loss) best = c.layer, best_loss = c.loss;
+    }
+    EXPECT_EQ(st.layer, best);
+    cur[static_cast<size_t>(best)] = 'R';
+    EXPECT_EQ(st.pattern, cur);
+  }
+  EXPECT_EQ(r.pattern, cur);
+  EXPECT_EQ(std::count(cur.begin(), cur.end(), 'F'), 2);
+  EXPECT_EQ(std::count(cur.begin(), cur.end(), 'S'), 0);
+}
+
 TEST(PatternSearch, KeepIsHonouredLayerZeroStaysFullAndCountsAddUp) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));

@@ -27,7 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 
 struct EvalArgs {
-  std::string model, corpus, indexers, aware_indexers, searched, out_dir = "eval-out";
+  std::string model, corpus, indexers, aware_indexers, searched, reindexers, out_dir = "eval-out";
+  int candidates = 0;  // R layers: 0 = 2 x top-k
   int64_t ctx = 4096;
   int64_t windows = 1;
   int topk = 0;
@@ -46,6 +47,14 @@ std::string cache_dir() {
 // Uniform sharing "1/n": every n-th layer is F, starting at layer 0 (freq n, offset 1).
 share::Schedule uniform(int layers, int n) {
   return share::Schedule::resolve({.num_layers = layers, .index_topk_freq = n, .index_skip_topk_offset = 1});
+}
+
+// The same F layers with every S layer made R (reindex).
+share::Schedule with_reindex(const share::Schedule& s) {
+  std::string p = s.pattern();
+  for (char& c : p)
+    if (c == 'S') c = 'R';
+  return share::Schedule::from_pattern(p);
 }
 
 #ifndef INDEXSHARE_DATA_DIR
@@ -135,6 +144,16 @@ int run(const EvalArgs& a) {
            aware_path, ": the training-aware indexers were trained for pattern ",
            aware.metadata.count("pattern") ? aware.metadata.at("pattern") : "?", ", not ", u4.pattern());
 
+  // Reindex indexers (small, for R layers): --reindexers, else the committed ones when made for
+  // this model; without them the reindex modes are left out (named in a note).
+  std::string reindex_path = a.reindexers;
+  if (reindex_path.empty()) reindex_path = committed_indexers(stem + ".reindex-h1.safetensors", fp);
+  std::optional<io::IndexerFile> reindex;
+  if (!reindex_path.empty()) reindex.emplace(io::load_indexers(reindex_path, fp, N));
+  IS_CHECK(a.candidates >= 0, "eval: --candidates must be > 0");
+  const int candidates = a.candidates > 0 ? a.candidates : 2 * topk;
+  IS_CHECK(candidates >= topk, "eval: --candidates ", candidates, " is less than top-k ", topk);
+
   const eval::Corpus corpus = eval::load_corpus(corpus_dir, eval::CorpusSplit::kEval, a.ctx * a.windows * 8 + (1 << 20));
   const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
   IS_CHECK(static_cast<int64_t>(tokens.size()) >= a.ctx * a.windows, "eval: the eval corpus has ", tokens.size(),
@@ -157,6 +176,15 @@ int run(const EvalArgs& a) {
   if (searched.empty() && a.indexers.empty()) searched = committed_pattern(stem + ".searched-1of4.txt", fp);
   if (!searched.empty()) modes.push_back({.name = "searched 1/4", .schedule = share::Schedule::from_pattern(searched), .indexers = &per_layer.set});
   modes.push_back({.name = "training-aware 1/4", .schedule = u4, .indexers = &aware.set});
+  if (reindex) {
+    auto add_reindex = [&](std::string name, const share::Schedule& f) {
+      modes.push_back({.name = std::move(name), .schedule = with_reindex(f), .indexers = &per_layer.set,
+                       .reindexers = &reindex->set, .candidates = candidates});
+    };
+    add_reindex("reindex 1/4", u4);
+    add_reindex("reindex 1/8", uniform(N, 8));
+    if (!searched.empty()) add_reindex("searched 1/4 + R", share::Schedule::from_pattern(searched));
+  }
 
   eval::EvalSettings es;
   es.ppl.ctx = a.ctx;
@@ -219,11 +247,14 @@ int run(const EvalArgs& a) {
   std::vector<eval::Series> series;
   eval::Series uni{.name = "uniform sharing", .color = {31, 119, 180}};
   eval::Series other{.name = "other modes", .color = {214, 39, 40}, .lines = false};
+  eval::Series rx{.name = "reindex (F + R)", .color = {44, 160, 44}, .lines = false};
   const double base_flops = dsa.indexer_flops > 0 ? dsa.indexer_flops : 1.0;
   for (const auto& r : res) {
     if (r.name == "dense" || r.name == "oracle top-k") continue;
     const double x = r.indexer_flops / base_flops;
-    eval::Series& tgt = r.name.rfind("uniform", 0) == 0 || r.name == "DSA every layer" ? uni : other;
+    eval::Series& tgt = r.name.rfind("uniform", 0) == 0 || r.name == "DSA every layer" ? uni
+                        : r.num_reindex > 0                                             ? rx
+                                                                                        : other;
     tgt.x.push_back(x);
     tgt.y.push_back(r.ppl);
     tgt.point_labels.push_back(r.name == "DSA every layer" ? "all F" : r.name);
@@ -240,7 +271,9 @@ int run(const EvalArgs& a) {
   }
   eval::Series dense_line{.name = "dense", .x = {0.0, 1.0}, .y = {dense.ppl, dense.ppl}, .color = {120, 120, 120}};
   const std::string curve = (fs::path(a.out_dir) / "quality_vs_indexer_cost.png").string();
-  eval::write_chart_png(curve, {sorted, other, dense_line},
+  std::vector<eval::Series> curves = {sorted, other, dense_line};
+  if (!rx.x.empty()) curves.push_back(rx);
+  eval::write_chart_png(curve, curves,
                         {.title = "perplexity vs indexer cost", .x_label = "indexer FLOPs per token (DSA every layer = 1)",
                          .y_label = "perplexity"});
 
@@ -272,6 +305,11 @@ int run(const EvalArgs& a) {
   j["corpus"] = corpus.description();
   j["context"] = a.ctx;
   j["topk"] = topk;
+  j["reindex"] = reindex ? nlohmann::json{{"indexers", reindex_path},
+                                          {"candidates", candidates},
+                                          {"heads", reindex->set.cfg.heads},
+                                          {"head_dim", reindex->set.cfg.head_dim}}
+                         : nlohmann::json(nullptr);
   j["windows"] = a.windows;
   j["tokens_scored_per_window"] = a.ctx - 1 - a.ctx / 2;
   j["indexer_shape"] = {{"heads", per_layer.set.cfg.heads}, {"head_dim", per_layer.set.cfg.head_dim}, {"rope_dim", per_layer.set.cfg.rope_dim}};
@@ -284,6 +322,8 @@ int run(const EvalArgs& a) {
                           {"delta_vs_dsa", r.ppl / dsa.ppl - 1}, {"recall", num(r.recall)}, {"s_overlap", num(r.overlap)},
                           {"layer_recall", r.layer_recall}, {"layer_overlap", r.layer_overlap},
                           {"indexer_calls", r.indexer_calls}, {"f_layers", r.num_full},
+                          {"r_layers", r.num_reindex}, {"reindex_calls", r.reindex_calls},
+                          {"candidates", r.candidates ? nlohmann::json(r.candidates) : nlohmann::json(nullptr)},
                           {"indexer_flops_per_token", r.indexer_flops}, {"attention_flops_per_token", r.attention_flops},
                           {"total_flops_per_token", r.total_flops}, {"seconds", r.seconds}, {"select_seconds", r.select_seconds}});
   }
@@ -312,9 +352,12 @@ int run(const EvalArgs& a) {
   fmt::print("{:<19} {:>9} {:>9} {:>9} {:>7} {:>9} {:>5} {:>10} {:>10} {:>8}\n", "mode", "ppl", "vs dense", "vs DSA",
              "recall", "S-overlap", "idx", "idx MFLOP", "tot MFLOP", "time s");
   for (const auto& r : res) {
+    // Indexer runs per forward: F layers, plus R layers as "+n".
+    const std::string calls =
+        r.reindex_calls ? fmt::format("{}+{}", r.indexer_calls, r.reindex_calls) : fmt::format("{}", r.indexer_calls);
     fmt::print("{:<19} {:>9.4f} {:>+8.2f}% {:>+8.2f}% {:>7} {:>9} {:>5} {:>10.2f} {:>10.1f} {:>8.1f}\n", r.name, r.ppl,
                100 * (r.ppl / dense.ppl - 1), 100 * (r.ppl / dsa.ppl - 1), fmt_or_dash(r.recall, "{:.3f}"),
-               fmt_or_dash(r.overlap, "{:.3f}"), r.indexer_calls, r.indexer_flops / 1e6, r.total_flops / 1e6, r.seconds);
+               fmt_or_dash(r.overlap, "{:.3f}"), calls, r.indexer_flops / 1e6, r.total_flops / 1e6, r.seconds);
   }
   for (const auto& r : res)
     if (!r.pattern.empty() && r.pattern != "dense") fmt::print("  {:<19} {}\n", r.name, r.pattern);
@@ -351,6 +394,12 @@ int run(const EvalArgs& a) {
   }
   fmt::print("pictures: {}, {}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png);
   if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
+  if (reindex)
+    fmt::print("reindex: R layers re-score the top-{} candidates of their F layer with {} ({} head(s) x {} dims)\n",
+               candidates, reindex_path, reindex->set.cfg.heads, reindex->set.cfg.head_dim);
+  else
+    fmt::print("note: no reindex indexers for this model (--reindexers, from `indexshare distill --heads 1`); "
+               "the reindex modes were left out\n");
   return 0;
 }
 
@@ -361,6 +410,9 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
   app.add_option("--indexers", a->indexers, "per-layer indexer file (default: cached; distilled when absent)");
   app.add_option("--aware-indexers", a->aware_indexers, "training-aware 1/4 indexer file (default: cached; distilled when absent)");
   app.add_option("--searched-pattern", a->searched, "a pattern from `indexshare search` (string or file)");
+  app.add_option("--reindexers", a->reindexers,
+                 "small indexers for reindex (R) layers (default: the committed ones for this model, else no R modes)");
+  app.add_option("--candidates", a->candidates, "candidates an F layer carries over to R layers (default 2 x top-k)");
   app.add_option("-c,--ctx", a->ctx, "evaluation context")->capture_default_str();
   app.add_option("--windows", a->windows, "windows of ctx tokens")->capture_default_str();
   app.add_option("--topk", a->topk, "top-k (default ctx/8)");

@@ -1,6 +1,8 @@
 // indexshare search: IndexCache's training-free greedy search of an F/S sharing pattern for a Llama
 // model with per-layer learned indexers (src/train/pattern_search.h; docs/search.md).
 #include <fmt/core.h>
+
+#include <optional>
 #include <unistd.h>
 
 #include <cmath>
@@ -21,6 +23,8 @@ namespace {
 
 struct SearchArgs {
   std::string model, indexers, corpus;
+  std::string reindexers;  // non-F layers are R (reindex) instead of S
+  int candidates = 0;      // R: 0 = 2 x top-k
   int keep = 0;  // 0 = from --ratio
   double ratio = 0.25;
   int topk = 0;  // 0 = ctx / 8
@@ -70,6 +74,16 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
   train::PatternSearchOptions o;
   o.keep = keep;
   o.topk = topk;
+  std::optional<io::IndexerFile> rx;
+  IS_CHECK(a.candidates >= 0, "search: --candidates must be > 0, got ", a.candidates);
+  IS_CHECK(!a.reindexers.empty() || a.candidates == 0, "search: --candidates needs --reindexers");
+  if (!a.reindexers.empty()) {
+    rx.emplace(io::load_indexers(a.reindexers, io::model_fingerprint(a.model), N));
+    o.reindex = {.indexers = &rx->set, .candidates = a.candidates > 0 ? a.candidates : 2 * topk};
+    IS_CHECK(o.reindex.candidates >= topk, "search: --candidates ", o.reindex.candidates, " is less than top-k ", topk);
+    fmt::print(stderr, "search: layers leave F for R (reindex, {} candidates, indexers {})\n", o.reindex.candidates,
+               a.reindexers);
+  }
   int steps_done = 0;
   double all_full = 0.0;  // the first step's base loss
   o.progress = [&](int64_t done, int64_t, const train::SearchStep* st) {
@@ -92,10 +106,14 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
   const train::PatternSearchResult r = train::search_pattern(s.model(), calib, ix.set, o);
   bar.finish(fmt::format("loss {:.4f}", r.steps.empty() ? r.all_full_loss : r.steps.back().loss));
   const double final_loss = r.steps.empty() ? r.all_full_loss : r.steps.back().loss;
-  const std::string uniform = train::uniform_pattern(N, keep);
+  std::string uniform = train::uniform_pattern(N, keep);
+  if (o.reindex.indexers)
+    for (char& c : uniform)
+      if (c == 'S') c = 'R';
   const double uniform_loss =
       keep == N ? r.all_full_loss
-                : train::pattern_loss(s.model(), calib, ix.set, share::Schedule::from_pattern(uniform), topk);
+                : train::pattern_loss(s.model(), calib, ix.set, share::Schedule::from_pattern(uniform), topk, -1,
+                                      o.reindex);
   const share::Schedule result = share::Schedule::from_pattern(r.pattern);
 
   if (a.json) {
@@ -114,6 +132,9 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
         {"scored", r.scored}, {"scoring", "mean next-token NLL of positions [ctx/2, ctx-1) of each window"},
         {"all_full_loss", r.all_full_loss}, {"loss", final_loss}, {"delta", final_loss - r.all_full_loss},
         {"pattern", r.pattern}, {"num_full", result.num_full()}, {"full_layers", result.full_layers()},
+        {"num_reindex", result.num_reindex()},
+        {"reindex", o.reindex.indexers ? nlohmann::json{{"indexers", a.reindexers}, {"candidates", o.reindex.candidates}}
+                                       : nlohmann::json(nullptr)},
         {"uniform", {{"pattern", uniform}, {"loss", uniform_loss}, {"delta", uniform_loss - r.all_full_loss}}},
         {"steps", steps}, {"candidate_evaluations", r.candidate_evaluations}, {"layer_runs", r.layer_runs},
         {"layer_runs_uncached", r.layer_runs_uncached}, {"seconds", r.seconds}, {"threads", num_threads()}};
@@ -129,13 +150,16 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
   return 0;
 }
 
-CommandRegistrar reg("search", "greedy search of an F/S sharing pattern (IndexCache, training-free)", [](CLI::App& app) {
+CommandRegistrar reg("search", "greedy search of an F/S (or F/R) sharing pattern (IndexCache, training-free)", [](CLI::App& app) {
   auto a = std::make_shared<SearchArgs>();
   add_model_option(app, a->model);
   app.add_option("--indexers", a->indexers, "per-layer indexer file (indexshare distill)")->required();
   auto* keep = app.add_option("--keep", a->keep, "F layers to keep (default: round(layers * --ratio))");
   auto* ratio = app.add_option("--ratio", a->ratio, "share of layers kept F when --keep is not given")->capture_default_str();
   app.add_option("--topk", a->topk, "top-k of DSA (default: ctx / 8)");
+  app.add_option("--reindexers", a->reindexers,
+                 "small indexers for R layers: search the F layers of an F/R schedule (non-F layers R, not S)");
+  app.add_option("--candidates", a->candidates, "with --reindexers: candidates per F layer (default 2 x top-k)");
   app.add_option("-c,--ctx", a->ctx, "calibration window in tokens")->capture_default_str();
   app.add_option("--windows", a->windows, "calibration windows")->capture_default_str();
   app.add_option("--corpus", a->corpus, "folder of *.py text (default: the Python standard library; train split)");

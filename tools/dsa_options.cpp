@@ -7,7 +7,8 @@
 namespace indexshare::cli {
 
 void add_schedule_options(CLI::App& app, ScheduleArgs& a) {
-  app.add_option("--pattern", a.pattern, "sharing pattern, one F/S per layer (index_topk_pattern)");
+  app.add_option("--pattern", a.pattern,
+                 "sharing pattern, one F/S/R per layer (index_topk_pattern; R = reindex, ours)");
   app.add_option("--freq", a.freq, "one indexer per FREQ layers (index_topk_freq)");
   app.add_option("--offset", a.offset, "phase of --freq (index_skip_topk_offset)")->capture_default_str();
 }
@@ -27,6 +28,8 @@ void add_dsa_options(CLI::App& app, DsaArgs& a) {
   app.add_option("--topk", a.topk, "DSA: keys kept per query (default: context / 8)");
   app.add_option("--indexers", a.indexers, "DSA: learned indexer file (indexshare distill)");
   app.add_flag("--oracle", a.oracle, "DSA: select by the layer's true attention instead of an indexer");
+  app.add_option("--reindexers", a.reindexers, "DSA: the R layers' small indexers (indexshare distill --heads 1)");
+  app.add_option("--candidates", a.candidates, "DSA: candidates an F layer carries over to R layers (default 2 x top-k)");
   add_schedule_options(app, a.sched);
 }
 
@@ -34,8 +37,8 @@ DsaSetup make_dsa(const DsaArgs& a, const model::LlamaConfig& cfg, const std::st
   DsaSetup s;
   const std::optional<share::Schedule> sched = schedule_from_args(a.sched, cfg.n_layers);
   if (!a.dsa) {
-    IS_CHECK(!sched && a.topk == 0 && a.indexers.empty() && !a.oracle,
-             "--topk, --indexers, --oracle, --pattern and --freq need --dsa");
+    IS_CHECK(!sched && a.topk == 0 && a.indexers.empty() && !a.oracle && a.reindexers.empty() && a.candidates == 0,
+             "--topk, --indexers, --oracle, --pattern, --freq, --reindexers and --candidates need --dsa");
     return s;
   }
   IS_CHECK(ctx > 0, "DSA: the context must be > 0");
@@ -54,8 +57,20 @@ DsaSetup make_dsa(const DsaArgs& a, const model::LlamaConfig& cfg, const std::st
     s.file = std::make_unique<io::IndexerFile>(io::load_indexers(a.indexers, io::model_fingerprint(model_path), cfg.n_layers));
     o.indexers = &s.file->set;
   }
+  IS_CHECK(a.candidates >= 0, "--candidates must be > 0, got ", a.candidates);
+  if (o.schedule.has_reindex()) {
+    IS_CHECK(!a.reindexers.empty(), "pattern ", o.schedule.pattern(),
+             " has reindex (R) layers: give --reindexers FILE (their small indexers)");
+    s.refile = std::make_unique<io::IndexerFile>(
+        io::load_indexers(a.reindexers, io::model_fingerprint(model_path), cfg.n_layers));
+    o.reindexers = &s.refile->set;
+    o.candidates = a.candidates > 0 ? a.candidates : 2 * k;
+  } else {
+    IS_CHECK(a.reindexers.empty() && a.candidates == 0, "--reindexers and --candidates need R layers in --pattern");
+  }
   s.summary = fmt::format("DSA: top-{} of {} tokens, {} selection, pattern {} ({})", k, ctx,
                           a.oracle ? "oracle" : "learned-indexer", o.schedule.pattern(), o.schedule.summary());
+  if (o.schedule.has_reindex()) s.summary += fmt::format(", R layers re-score {} candidates", o.candidates);
   s.backend = std::make_unique<model::LlamaDsaBackend>(cfg, std::move(o));
   return s;
 }

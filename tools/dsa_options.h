@@ -15,7 +15,7 @@
 namespace indexshare::cli {
 
 struct ScheduleArgs {
-  std::string pattern;   // F/S string
+  std::string pattern;   // F/S/R string
   int64_t freq = 0;      // 0 = not given
   int64_t offset = 2;
 };
@@ -32,13 +32,15 @@ struct DsaArgs {
   bool oracle = false;
   int topk = 0;            // 0: ctx / 8
   std::string indexers;    // required with --dsa unless --oracle
+  std::string reindexers;  // R layers' indexers (required when the pattern has R)
+  int candidates = 0;      // R layers: candidates per F layer (0: 2 x top-k)
   ScheduleArgs sched;
 };
 void add_dsa_options(CLI::App& app, DsaArgs& a);
 
 // The backend the options describe (null without --dsa) and the indexer file it reads.
 struct DsaSetup {
-  std::unique_ptr<io::IndexerFile> file;
+  std::unique_ptr<io::IndexerFile> file, refile;
   std::unique_ptr<model::LlamaDsaBackend> backend;
   std::string summary;  // one line for the user
 };

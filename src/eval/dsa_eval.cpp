@@ -42,6 +42,8 @@ ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens,
     o.schedule = *spec.schedule;
     o.selection = spec.selection;
     o.indexers = spec.indexers;
+    o.reindexers = spec.reindexers;
+    o.candidates = spec.candidates;
     o.own_indexers = s.own_indexers;
     o.measure = s.measure_stride > 0;
     o.measure_stride = std::max<int64_t>(s.measure_stride, 1);
@@ -52,8 +54,11 @@ ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens,
     pr = perplexity(m, tokens, s.ppl, &be);
     r.pattern = spec.schedule->pattern();
     r.num_full = spec.schedule->num_full();
+    r.num_reindex = spec.schedule->num_reindex();
+    r.candidates = spec.schedule->has_reindex() ? spec.candidates : 0;
     const auto& k = be.counters();
     r.indexer_calls = k.indexer_calls / pr.windows;
+    r.reindex_calls = k.reindex_calls / pr.windows;
     r.reused = k.reused / pr.windows;
     r.indexer_flops = k.indexer_flops / static_cast<double>(pr.windows * ctx);
     r.select_seconds = k.select_seconds;

@@ -19,6 +19,8 @@ struct ModeSpec {
   model::DsaSelection selection = model::DsaSelection::kIndexer;
   std::optional<share::Schedule> schedule;  // DSA only
   const model::IndexerSet* indexers = nullptr;
+  const model::IndexerSet* reindexers = nullptr;  // R layers' indexers (schedules with R)
+  int candidates = 0;                             // R layers: candidates per F layer
 };
 
 struct ModeResult {
@@ -29,8 +31,10 @@ struct ModeResult {
   std::vector<double> layer_recall, layer_overlap;
   int64_t indexer_calls = 0;    // per window (one forward)
   int64_t reused = 0;           // per window
-  int num_full = 0;
-  double indexer_flops = 0.0;   // per token
+  int64_t reindex_calls = 0;    // per window
+  int num_full = 0, num_reindex = 0;
+  int candidates = 0;           // R layers' candidates (0 without R layers)
+  double indexer_flops = 0.0;   // per token, F and R layers
   double attention_flops = 0.0; // per token: QK^T and PV over the attended keys
   double total_flops = 0.0;     // per token: matmuls + attention + indexer
   double seconds = 0.0;         // wall time of the windows

@@ -60,6 +60,9 @@ LlamaDsaBackend::LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt) : mc_
     so.index_heads = opt_.indexers->cfg.heads;
     so.index_dim = opt_.indexers->cfg.head_dim;
     so.index_scale = opt_.indexers->cfg.score_scale();
+    IS_CHECK(opt_.candidates == 0 || opt_.candidates >= opt_.topk, "DSA: candidates C = ", opt_.candidates,
+             " must be >= top-k ", opt_.topk);
+    so.candidates = opt_.candidates;
     if (opt_.schedule.has_reindex()) {
       IS_CHECK(opt_.reindexers != nullptr, "DSA: pattern ", opt_.schedule.pattern(),
                " has reindex (R) layers, which need reindex indexers (--reindexers)");
@@ -72,7 +75,6 @@ LlamaDsaBackend::LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt) : mc_
                  opt_.schedule.pattern(), " but the reindex indexer file has no indexer for it");
       IS_CHECK(opt_.candidates >= opt_.topk, "DSA: reindex (R) layers re-score the top-C candidates of an F layer; ",
                "C = ", opt_.candidates, " must be >= top-k ", opt_.topk);
-      so.candidates = opt_.candidates;
       so.reindex_heads = opt_.reindexers->cfg.heads;
       so.reindex_dim = opt_.reindexers->cfg.head_dim;
       so.reindex_scale = opt_.reindexers->cfg.score_scale();

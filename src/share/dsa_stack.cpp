@@ -19,11 +19,15 @@ DsaStack::DsaStack(Schedule schedule, const DsaStackOptions& opt, backend::Backe
            " must be finite and >= 0");
   caches_.resize(static_cast<size_t>(schedule_.num_layers()));
   cand_ = opt_.topk;
-  if (schedule_.has_reindex()) {
+  if (schedule_.has_reindex())
     IS_CHECK(opt_.candidates >= opt_.topk, "DSA stack: the schedule ", schedule_.pattern(),
              " has reindex (R) layers, which need candidates >= topk (", opt_.topk, "), got ", opt_.candidates);
-    cand_ = opt_.candidates;
-  }
+  IS_CHECK(opt_.candidates == 0 || opt_.candidates >= opt_.topk, "DSA stack: candidates = ", opt_.candidates,
+           " must be 0 or >= topk (", opt_.topk, ")");
+  // Candidates kept apart from the set when R layers read them, or when asked for without R
+  // layers (a caller that resumes under a schedule with R layers from this one's state).
+  two_buffers_ = schedule_.has_reindex() || opt_.candidates > opt_.topk;
+  if (two_buffers_) cand_ = opt_.candidates;
   if (selection_free) {
     IS_CHECK(!schedule_.has_reindex(), "DSA stack: reindex (R) layers need an indexer of their own; this stack has none");
     return;
@@ -84,7 +88,7 @@ void DsaStack::begin_step(const backend::Step& s) {
     const int64_t cap = std::max<int64_t>(R, 64);
     logical_store_ = be_.alloc(DType::kI32, {cap, K});
     physical_store_ = be_.alloc(DType::kI32, {cap, K});
-    if (schedule_.has_reindex()) {
+    if (two_buffers_) {
       cand_logical_store_ = be_.alloc(DType::kI32, {cap, cand_});
       cand_physical_store_ = be_.alloc(DType::kI32, {cap, cand_});
     }
@@ -92,9 +96,8 @@ void DsaStack::begin_step(const backend::Step& s) {
   logical_ = logical_store_.rows(0, R);
   physical_ = physical_store_.rows(0, R);
   // Without R layers (C = K) the candidates are the set itself.
-  const bool two = schedule_.has_reindex();
-  cand_logical_ = two ? cand_logical_store_.rows(0, R) : logical_;
-  cand_physical_ = two ? cand_physical_store_.rows(0, R) : physical_;
+  cand_logical_ = two_buffers_ ? cand_logical_store_.rows(0, R) : logical_;
+  cand_physical_ = two_buffers_ ? cand_physical_store_.rows(0, R) : physical_;
   step_ = &s;
   source_ = -1;
   cand_source_ = -1;
@@ -111,7 +114,7 @@ void DsaStack::append_keys(int layer, const backend::Step& s, const Tensor& k) {
 }
 
 void DsaStack::set_from_candidates() {
-  if (!schedule_.has_reindex()) return;  // one buffer
+  if (!two_buffers_) return;  // one buffer
   be_.copy_columns(logical_, cand_logical_);
   be_.copy_columns(physical_, cand_physical_);
 }
@@ -143,7 +146,7 @@ void DsaStack::set_topk(int layer, const std::vector<int32_t>& logical) {
   check_full(layer, "set_topk");
   const backend::Step& s = step();
   IS_CHECK(static_cast<int64_t>(logical.size()) == s.rows() * cand_, "DSA stack: set_topk got ", logical.size(),
-           " entries for ", s.rows(), " rows of ", cand_ == opt_.topk ? "top-" : "candidates ", cand_);
+           " entries for ", s.rows(), " rows of ", two_buffers_ ? "candidates " : "top-", cand_);
   be_.upload(cand_logical_, logical.data());
   be_.to_physical(s, cand_logical_, cand_physical_);
   set_from_candidates();
@@ -214,7 +217,7 @@ DsaSavedTopk DsaStack::save() const {
   s.physical.resize(static_cast<size_t>(physical_.numel()));
   be_.download(s.logical.data(), logical_);
   be_.download(s.physical.data(), physical_);
-  if (schedule_.has_reindex() && cand_source_ >= 0) {
+  if (two_buffers_ && cand_source_ >= 0) {
     s.cand_source = cand_source_;
     s.cand_logical.resize(static_cast<size_t>(cand_logical_.numel()));
     s.cand_physical.resize(static_cast<size_t>(cand_physical_.numel()));
@@ -238,8 +241,8 @@ void DsaStack::restore(const DsaSavedTopk& s) {
   be_.upload(logical_, s.logical.data());
   be_.upload(physical_, s.physical.data());
   source_ = s.source;
-  cand_source_ = !schedule_.has_reindex() ? s.source : -1;
-  if (schedule_.has_reindex() && s.cand_source >= 0) {
+  cand_source_ = !two_buffers_ && schedule_.is_full(s.source) ? s.source : -1;
+  if (two_buffers_ && s.cand_source >= 0) {
     IS_CHECK(s.cand_source < schedule_.num_layers() && schedule_.is_full(s.cand_source) &&
                  static_cast<int64_t>(s.cand_logical.size()) == s.rows * cand_ &&
                  s.cand_physical.size() == s.cand_logical.size(),

@@ -20,7 +20,9 @@
 //                                 here: Schedule rejects it).
 // Candidates: with R layers in the schedule every F layer keeps its top-C (C = candidates >= K,
 // in top-k order) in a second buffer and its own set is the first K of them, which is exactly its
-// top-K. Without R layers C = K and there is one buffer (the candidates are the set).
+// top-K. Without R layers C = K and there is one buffer (the candidates are the set), unless
+// candidates > K is asked for anyway (a caller that resumes a schedule with R layers from this
+// stack's saved state, as the pattern search does).
 // S layers run no indexer and own no indexer cache: the bytes allocated for indexer caches are
 // exactly those of the F and R layers (indexer_cache_bytes()).
 #pragma once
@@ -45,7 +47,8 @@ struct DsaStackOptions {
   backend::CacheFormat format = backend::CacheFormat::kF32;
   int64_t pages = 0;         // pages of every F layer's indexer cache (kPageTokens tokens each)
   // Reindex (R) layers, when the schedule has any: the candidates C an F layer carries over
-  // (>= topk), and the R layers' own indexer shape (0 = the F layers' heads / dim / scale).
+  // (>= topk; 0 = none), and the R layers' own indexer shape (0 = the F layers' heads / dim /
+  // scale). Candidates > topk without R layers still keep the top-C apart (see above).
   int candidates = 0;
   int reindex_heads = 0, reindex_dim = 0;
   float reindex_scale = 0.0f;
@@ -127,7 +130,8 @@ class DsaStack {
   DsaStackOptions opt_;
   backend::Backend& be_;
   std::vector<std::unique_ptr<backend::IndexerCache>> caches_;  // per layer, null for S
-  int cand_ = 0;                                                // C (= K without R layers)
+  int cand_ = 0;                                                // C (= K with one buffer)
+  bool two_buffers_ = false;                                    // candidates apart from the set
   Tensor logical_store_, physical_store_;                       // [capacity rows, K]
   Tensor logical_, physical_;                                   // views: [rows, K] of this step
   Tensor cand_logical_store_, cand_physical_store_;             // [capacity rows, C] (R only)

@@ -80,6 +80,9 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
   if (o.training_aware) {
     IS_CHECK(o.training_aware->num_layers() == N, "distill: the pattern has ", o.training_aware->num_layers(),
              " layers but the model has ", N);
+    IS_CHECK(!o.training_aware->has_reindex(), "distill: training-aware distillation takes an F/S pattern; ",
+             o.training_aware->pattern(), " has reindex (R) layers (distil their small indexers per layer instead: "
+             "indexshare distill --heads 1)");
   }
   model::IndexerSet set;
   set.cfg = {c.d_model, o.heads, o.head_dim, o.rope_dim, c.rope_theta};

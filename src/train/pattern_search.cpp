@@ -57,8 +57,13 @@ int64_t check_inputs(const LlamaModel& m, const CalibrationSet& c, const Indexer
   return f;
 }
 
-DsaOptions dsa_options(const IndexerSet& ix, Schedule s, int topk, int64_t ctx) {
-  return {.topk = topk, .schedule = std::move(s), .indexers = &ix, .capacity = ctx};
+DsaOptions dsa_options(const IndexerSet& ix, Schedule s, int topk, int64_t ctx, const ReindexSpec& rx) {
+  return {.topk = topk,
+          .schedule = std::move(s),
+          .indexers = &ix,
+          .reindexers = rx.indexers,
+          .candidates = rx.candidates,
+          .capacity = ctx};
 }
 
 // -Σ log p(target) over rows [first, ctx - 1) of one window, from its final hidden state
@@ -77,9 +82,9 @@ double window_nll(const LlamaModel& m, const float* x, const std::vector<int32_t
   return nll;
 }
 
-std::string pattern_of(const std::vector<bool>& full) {
+std::string pattern_of(const std::vector<bool>& full, const ReindexSpec& rx) {
   std::string s;
-  for (bool f : full) s += f ? 'F' : 'S';
+  for (bool f : full) s += f ? 'F' : (rx.indexers ? 'R' : 'S');
   return s;
 }
 
@@ -111,13 +116,13 @@ std::string uniform_pattern(int layers, int keep) {
 }
 
 double pattern_loss(const LlamaModel& m, const CalibrationSet& calib, const IndexerSet& indexers,
-                    const Schedule& pattern, int topk, int64_t first) {
+                    const Schedule& pattern, int topk, int64_t first, const ReindexSpec& reindex) {
   const auto& cfg = m.config();
   IS_CHECK(pattern.num_layers() == cfg.n_layers, "pattern loss: the pattern has ", pattern.num_layers(),
            " layers but the model has ", cfg.n_layers);
   const int64_t f = check_inputs(m, calib, indexers, topk, first, &pattern);
   const int64_t ctx = calib.ctx, V = cfg.vocab;
-  LlamaDsaBackend be(cfg, dsa_options(indexers, pattern, topk, ctx));
+  LlamaDsaBackend be(cfg, dsa_options(indexers, pattern, topk, ctx, reindex));
   KvCache cache;
   cache.reset(cfg, ctx);
   std::vector<float> logits(static_cast<size_t>(ctx * V));
@@ -163,32 +168,32 @@ PatternSearchResult search_pattern(const LlamaModel& m, const CalibrationSet& ca
   // over windows. Every window: one layer-by-layer run of the current pattern keeping the states,
   // then each candidate from the state entering its layer.
   auto evaluate = [&](const std::vector<int>& cands, std::vector<double>& cand_nll) {
-    const Schedule cur = Schedule::from_pattern(pattern_of(full));
+    const Schedule cur = Schedule::from_pattern(pattern_of(full, o.reindex));
     std::vector<Schedule> cand_sched;
     for (int c : cands) {
       std::vector<bool> f = full;
       f[static_cast<size_t>(c)] = false;
-      cand_sched.push_back(Schedule::from_pattern(pattern_of(f)));
+      cand_sched.push_back(Schedule::from_pattern(pattern_of(f, o.reindex)));
     }
     cand_nll.assign(cands.size(), 0.0);
     double base = 0.0;
     for (int64_t w = 0; w < W; ++w) {
       const auto& in = calib.inputs[static_cast<size_t>(w)];
       const auto& tg = calib.targets[static_cast<size_t>(w)];
-      LlamaDsaBackend be(cfg, dsa_options(indexers, cur, o.topk, ctx));
+      LlamaDsaBackend be(cfg, dsa_options(indexers, cur, o.topk, ctx, o.reindex));
       be.begin_sequence();
       cache.clear();
       m.embed_tokens(in.data(), ctx, x.data());
       for (int l = 0; l < N; ++l) {
         std::copy(x.begin(), x.end(), states.begin() + static_cast<ptrdiff_t>(l * plane));
         m.forward_layers(l, l + 1, x.data(), ctx, 0, cache, &be);
-        if (cur.is_full(l)) left[static_cast<size_t>(l)] = be.shared_topk();
+        if (cur.has_indexer(l)) left[static_cast<size_t>(l)] = be.shared_topk();
       }
       r.layer_runs += N;
       base += window_nll(m, x.data(), tg, first, ctx, logits);
       for (size_t i = 0; i < cands.size(); ++i) {
         const int c = cands[i];
-        LlamaDsaBackend cb(cfg, dsa_options(indexers, cand_sched[i], o.topk, ctx));
+        LlamaDsaBackend cb(cfg, dsa_options(indexers, cand_sched[i], o.topk, ctx, o.reindex));
         cb.begin_sequence();
         cb.restore_shared_topk(left[static_cast<size_t>(cur.source(c - 1))]);
         std::copy(states.begin() + static_cast<ptrdiff_t>(c * plane),
@@ -227,7 +232,7 @@ PatternSearchResult search_pattern(const LlamaModel& m, const CalibrationSet& ca
     s.loss = nll[best] / scored;
     full[static_cast<size_t>(s.layer)] = false;
     s.num_full = num_full - 1;
-    s.pattern = pattern_of(full);
+    s.pattern = pattern_of(full, o.reindex);
     s.seconds = seconds_since(t0);
     r.candidate_evaluations += static_cast<int64_t>(cands.size());
     r.layer_runs_uncached += static_cast<int64_t>(cands.size()) * N;
@@ -235,7 +240,7 @@ PatternSearchResult search_pattern(const LlamaModel& m, const CalibrationSet& ca
     if (o.progress) o.progress(done, total, &r.steps.back());
   }
   r.layer_runs_uncached *= W;
-  r.pattern = pattern_of(full);
+  r.pattern = pattern_of(full, o.reindex);
   r.seconds = seconds_since(t_start);
   return r;
 }

@@ -4,6 +4,8 @@
 // Start with every layer F. At each step, try switching each remaining F layer except layer 0 to
 // S, evaluate the calibration loss with DSA under that pattern, and commit the switch that raises
 // the loss least (ties: the lower layer). Stop when `keep` F layers remain.
+// With PatternSearchOptions::reindex set, layers leave F for R (reindex) instead of S: the search
+// picks the F layers of an F/R schedule.
 //
 // Calibration loss: the mean next-token NLL over fixed windows (tokenised once, the same for
 // every candidate), scored as eval::perplexity scores: each window runs from an empty cache and
@@ -42,7 +44,7 @@ struct CalibrationSet {
 CalibrationSet make_calibration_set(std::span<const int32_t> tokens, int64_t ctx, int windows, int32_t bos = -1);
 
 struct SearchCandidate {
-  int layer = 0;      // the F layer tried as S
+  int layer = 0;      // the F layer tried as S (or R)
   double loss = 0.0;  // mean NLL of the current pattern with that layer switched
 };
 
@@ -56,8 +58,15 @@ struct SearchStep {
   double seconds = 0.0;
 };
 
+// Reindex (R) layers: their small indexers (every layer but 0) and the candidates C >= k.
+struct ReindexSpec {
+  const model::IndexerSet* indexers = nullptr;
+  int candidates = 0;
+};
+
 struct PatternSearchOptions {
   int keep = 1;        // F layers left at the end, 1 .. N
+  ReindexSpec reindex; // indexers set: non-F layers are R, else S
   int topk = 0;        // k of DSA, 1 .. ctx
   int64_t first = -1;  // first scored position of a window; -1 = ctx / 2
   // Called after every candidate evaluation (done, total, in units of one candidate pattern on
@@ -92,6 +101,6 @@ std::string uniform_pattern(int layers, int keep);
 // The calibration loss of one pattern by plain full forwards (model.forward with a DSA backend):
 // what the search's cached evaluation must equal. Same validation as search_pattern.
 double pattern_loss(const model::LlamaModel& m, const CalibrationSet& calib, const model::IndexerSet& indexers,
-                    const share::Schedule& pattern, int topk, int64_t first = -1);
+                    const share::Schedule& pattern, int topk, int64_t first = -1, const ReindexSpec& reindex = {});
 
 }  // namespace indexshare::train
