@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "dsa_options.h"
 #include "eval/corpus.h"
+#include "eval/domains.h"
 #include "eval/dsa_eval.h"
 #include "eval/plot.h"
 #include "eval/probes.h"
@@ -35,6 +36,7 @@ struct EvalArgs {
   int64_t measure_stride = 16;
   bool json = false;
   bool probes = false;
+  std::string domains;  // "all" or a comma list: the per-domain table
   train::DistillOptions distill;
 };
 
@@ -299,6 +301,77 @@ int run(const EvalArgs& a) {
                            .x_label = "layer", .y_label = "needle positions selected"});
   }
 
+  // Per-domain table (eval/domains.h): the eval split of each domain, the modes that tell
+  // generalisation apart (sparse attention itself, the learned indexers, sharing, reindex).
+  struct DomainRow {
+    eval::DomainSpec spec;
+    std::string corpus;
+    std::vector<eval::ModeResult> res;  // in the order of dmodes
+    std::string skipped;                // why, when the domain could not be run
+  };
+  std::vector<DomainRow> drows;
+  std::vector<size_t> dmodes;  // indices into modes
+  std::string domain_png;
+  if (!a.domains.empty()) {
+    for (const char* n : {"dense", "oracle top-k", "DSA every layer", "uniform 1/4", "searched 1/4", "reindex 1/4"})
+      for (size_t i = 0; i < modes.size(); ++i)
+        if (modes[i].name == n) dmodes.push_back(i);
+    std::vector<eval::DomainSpec> specs;
+    if (a.domains == "all") {
+      specs = eval::builtin_domains();
+    } else {
+      for (size_t b = 0; b <= a.domains.size();) {
+        const size_t e = std::min(a.domains.find(',', b), a.domains.size());
+        specs.push_back(eval::find_domain(a.domains.substr(b, e - b)));
+        b = e + 1;
+      }
+    }
+    ProgressBar dbar("domains", static_cast<int64_t>(specs.size() * dmodes.size()), "runs");
+    int64_t done = 0;
+    for (const auto& d : specs) {
+      DomainRow row{d, "", {}, ""};
+      std::vector<int32_t> dt;
+      try {
+        const eval::Corpus dc = eval::load_domain(d, eval::CorpusSplit::kEval, a.ctx * a.windows * 8 + (1 << 20));
+        row.corpus = fmt::format("{} files, {:.2f} MB", dc.files.size(), dc.text.size() / 1e6);
+        dt = s.tokenizer->encode(dc.text, false, false);
+        if (static_cast<int64_t>(dt.size()) < a.ctx * a.windows)
+          row.skipped = fmt::format("its eval split has {} tokens, fewer than {} x {}", dt.size(), a.windows, a.ctx);
+      } catch (const Error& e) {
+        row.skipped = e.what();
+      }
+      for (size_t i : dmodes) {
+        dbar.update(done++, d.name + ", " + modes[i].name);
+        if (row.skipped.empty()) row.res.push_back(eval::run_mode(s.model(), dt, modes[i], es));
+      }
+      drows.push_back(std::move(row));
+    }
+    dbar.finish();
+    // What the learned indexers lose, per layer and domain: 1 - attention recall of DSA every layer.
+    const eval::Rgb colors[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75}, {0, 0, 0}};
+    std::vector<eval::Series> ls;
+    size_t dsa_col = dmodes.size();
+    for (size_t c = 0; c < dmodes.size(); ++c)
+      if (modes[dmodes[c]].name == "DSA every layer") dsa_col = c;
+    for (const auto& r : drows) {
+      if (!r.skipped.empty() || dsa_col == dmodes.size()) continue;
+      eval::Series se{.name = r.spec.name + (r.spec.held_out ? " (held out)" : ""), .color = colors[ls.size() % std::size(colors)]};
+      const auto& lr = r.res[dsa_col].layer_recall;
+      for (size_t l = 0; l < lr.size(); ++l) {
+        se.x.push_back(static_cast<double>(l));
+        se.y.push_back(1.0 - lr[l]);
+      }
+      ls.push_back(std::move(se));
+    }
+    if (!ls.empty()) {
+      fs::create_directories(a.out_dir);
+      domain_png = (fs::path(a.out_dir) / "domain_layer_loss.png").string();
+      eval::write_chart_png(domain_png, ls,
+                            {.title = fmt::format("DSA every layer: attention mass missed by the top-{}, per domain", topk),
+                             .x_label = "layer", .y_label = "1 - attention recall"});
+    }
+  }
+
   nlohmann::json j;
   j["model"] = a.model;
   j["model_fingerprint"] = fp;
@@ -342,6 +415,22 @@ int run(const EvalArgs& a) {
         }
       j["probes"].push_back(m);
     }
+  }
+  if (!a.domains.empty()) {
+    nlohmann::json dj = nlohmann::json::array();
+    for (const auto& r : drows) {
+      nlohmann::json row{{"domain", r.spec.name}, {"what", r.spec.what}, {"held_out", r.spec.held_out},
+                         {"eval_split", r.corpus}};
+      if (!r.skipped.empty()) row["skipped"] = r.skipped;
+      for (size_t c = 0; c < r.res.size(); ++c)
+        row["modes"].push_back({{"mode", r.res[c].name}, {"ppl", r.res[c].ppl},
+                                {"delta_vs_dense", r.res[c].ppl / r.res[0].ppl - 1},
+                                {"recall", std::isnan(r.res[c].recall) ? nlohmann::json(nullptr) : nlohmann::json(r.res[c].recall)},
+                                {"layer_recall", r.res[c].layer_recall}});
+      dj.push_back(row);
+    }
+    j["domains"] = dj;
+    if (!domain_png.empty()) j["pictures"].push_back(domain_png);
   }
   if (a.json) {
     fmt::print("{}\n", j.dump(2));
@@ -392,7 +481,40 @@ int run(const EvalArgs& a) {
       fmt::print("\n");
     }
   }
-  fmt::print("pictures: {}, {}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png);
+  if (!a.domains.empty()) {
+    // Rows: domains; columns: the dense perplexity and every other mode's change against it.
+    fmt::print("\nper domain (eval split of each; * = held out of distillation and search), ppl vs dense:\n");
+    fmt::print("{:<10} {:>9}", "domain", "dense ppl");
+    for (size_t c = 1; c < dmodes.size(); ++c) fmt::print(" {:>17}", modes[dmodes[c]].name);
+    fmt::print("\n");
+    std::vector<double> sum(dmodes.size(), 0.0), worst(dmodes.size(), -1e300);
+    int ran = 0;
+    for (const auto& r : drows) {
+      const std::string name = r.spec.name + (r.spec.held_out ? "*" : "");
+      if (!r.skipped.empty()) {
+        fmt::print("{:<10} skipped: {}\n", name, r.skipped);
+        continue;
+      }
+      ++ran;
+      fmt::print("{:<10} {:>9.3f}", name, r.res[0].ppl);
+      for (size_t c = 1; c < r.res.size(); ++c) {
+        const double dlt = 100 * (r.res[c].ppl / r.res[0].ppl - 1);
+        sum[c] += dlt;
+        worst[c] = std::max(worst[c], dlt);
+        fmt::print(" {:>+16.2f}%", dlt);
+      }
+      fmt::print("\n");
+    }
+    if (ran > 0) {
+      fmt::print("{:<10} {:>9}", "mean", "");
+      for (size_t c = 1; c < dmodes.size(); ++c) fmt::print(" {:>+16.2f}%", sum[c] / ran);
+      fmt::print("\n{:<10} {:>9}", "worst", "");
+      for (size_t c = 1; c < dmodes.size(); ++c) fmt::print(" {:>+16.2f}%", worst[c]);
+      fmt::print("\n");
+    }
+  }
+  fmt::print("pictures: {}, {}{}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png,
+             domain_png.empty() ? "" : ", " + domain_png);
   if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
   if (reindex)
     fmt::print("reindex: R layers re-score the top-{} candidates of their F layer with {} ({} head(s) x {} dims)\n",
@@ -419,6 +541,9 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
   app.add_option("--measure-stride", a->measure_stride, "measure recall/overlap on every n-th row (0 = off)")->capture_default_str();
   app.add_option("-o,--out-dir", a->out_dir, "folder for the PNG pictures")->capture_default_str();
   app.add_flag("--json", a->json, "print everything as JSON");
+  app.add_option("--domains", a->domains,
+                 "also the per-domain table: all, or a comma list of python, c, cmake, prose, config, perl "
+                 "(perl is held out of training)");
   app.add_flag("--probes", a->probes,
                "also run the copy and retrieval probes (a passage repeated three times; a pass key at 10/50/90% depth)");
   app.add_option("--distill-sequences", a->distill.sequences, "sequences for a one-time distillation")->capture_default_str();
