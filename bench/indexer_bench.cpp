@@ -11,13 +11,16 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <random>
 #include <vector>
 
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
 #include "ops/indexer.h"
+#include "ops/indexer_rescore.h"
 #include "ops/indexer_topk.h"
 #include "ops/topk.h"
 
@@ -213,6 +216,60 @@ BENCHMARK(BM_StreamingIndexerTopk)
     ->Args({131072, 1, 32})  // one decode token, GLM-5's 32 heads: keys split across threads
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// F layer against R (reindex) layer selection, per query row, SmolLM2's shapes: an F layer's
+// indexer (4 heads x 32) scores every key of an L-token context and keeps k = 512; an R layer's
+// (1 head x 32) scores only the C = 1024 candidates its F layer carried over (spread over the
+// whole context, as they are) and keeps 512. Rows: a block of 64 (prefill) or 1 (decode). Args:
+// {L, rows, reindex (0 = F, 1 = R)}. Compare the two at the same {L, rows} in one run.
+void BM_SelectFOrR(benchmark::State& state) {
+  const int64_t L = state.range(0), T = state.range(1);
+  const bool reindex = state.range(2) != 0;
+  const int k = 512, C = 1024, D = 32, H = reindex ? 1 : 4;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> q(static_cast<size_t>(T * H * D)), w(static_cast<size_t>(T * H)), keys(static_cast<size_t>(L * D));
+  for (auto* v : {&q, &w, &keys})
+    for (float& x : *v) x = u(rng);
+  std::vector<int32_t> out(static_cast<size_t>(T * k)), out_slots(static_cast<size_t>(T * k));
+  std::vector<int32_t> cand(static_cast<size_t>(T * C));
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> all(static_cast<size_t>(L - T + t + 1));
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy_n(all.begin(), C, cand.begin() + t * C);
+  }
+  for (auto _ : state) {
+    if (reindex) {
+      ops::IndexerRescoreParams p{q.data(), w.data(), keys.data(), L, cand.data(), cand.data(),
+                                  1.0f / std::sqrt(float(H * D)), T, C, H, D, k, out.data(), out_slots.data()};
+      ops::indexer_rescore(p);
+    } else {
+      ops::IndexerParams p;
+      p.q = q.data();
+      p.k = keys.data();
+      p.weights = w.data();
+      p.scale = 1.0f / std::sqrt(float(H * D));
+      p.T = T;
+      p.L = L;
+      p.H = H;
+      p.D = D;
+      p.q_start = L - T;
+      ops::IndexerTopkOptions o;
+      o.k = k;
+      ops::indexer_topk(p, o, out.data(), nullptr);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["us_per_row"] =
+      benchmark::Counter(static_cast<double>(T) * 1e-6, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.SetLabel(reindex ? "R: 1x32 indexer over C=1024 candidates" : "F: 4x32 indexer over every key");
+}
+
+BENCHMARK(BM_SelectFOrR)
+    ->ArgsProduct({{4096, 8192, 32768, 131072}, {64, 1}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace indexshare

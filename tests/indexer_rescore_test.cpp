@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/cpu_features.h"
 #include "core/thread_pool.h"
 
 namespace indexshare::ops {
@@ -71,8 +72,9 @@ double ref_score(const Case& c, int64_t t, int32_t pos) {
 }
 
 TEST(IndexerRescore, MatchesFloat64Reference) {
-  for (int threads : {1, 2}) {
-    set_num_threads(threads);
+  for (int threads : {1, 2, -1}) {  // -1: 2 threads, scalar path
+    set_num_threads(threads < 0 ? 2 : threads);
+    set_simd_enabled(threads >= 0);
     for (int valid : {40, 9, 0}) {
       const uint32_t seed = std::random_device{}();
       SCOPED_TRACE(testing::Message() << "seed " << seed << " valid " << valid << " threads " << threads);
@@ -99,12 +101,15 @@ TEST(IndexerRescore, MatchesFloat64Reference) {
           // ReLU makes many scores exactly 0 (ties broken by position): compare the score of
           // the pick with the reference's j-th, and the position where the scores tie exactly.
           EXPECT_NEAR(ref_score(c, t, got), ref[static_cast<size_t>(j)].first, 1e-5) << "row " << t << " slot " << j;
-          if (ref[static_cast<size_t>(j)].first == 0.0) EXPECT_EQ(got, ref[static_cast<size_t>(j)].second);
+          if (ref[static_cast<size_t>(j)].first == 0.0) {
+            EXPECT_EQ(got, ref[static_cast<size_t>(j)].second);
+          }
         }
       }
     }
   }
   set_num_threads(2);
+  set_simd_enabled(true);
 }
 
 TEST(IndexerRescore, RefusesBadInput) {

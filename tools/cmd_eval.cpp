@@ -184,7 +184,6 @@ int run(const EvalArgs& a) {
                        .reindexers = &reindex->set, .candidates = candidates});
     };
     add_reindex("reindex 1/4", u4);
-    add_reindex("reindex 1/8", uniform(N, 8));
     if (!searched.empty()) add_reindex("searched 1/4 + R", share::Schedule::from_pattern(searched));
   }
 

@@ -3,7 +3,8 @@
 // For row t with candidates c[t, 0 .. C) (positions, -1 = empty slot) whose keys sit at cache
 // rows slot[t, j]:
 //   I[t, j] = sum_h  w[t, h] * scale * ReLU(q[t, h, :] . k[slot[t, j], :])
-// (dot product over d in order, then heads in order, all fp32), and the row keeps the k best
+// (dot product over d in order, then heads in order, all fp32; the AVX2 path fuses the
+// multiply-adds, so it agrees with the scalar one to rounding), and the row keeps the k best
 // candidates in the conventions of topk.h: descending score, ties by ascending position, -1
 // padding when fewer than k candidates are valid, -inf never selected, NaN an Error naming the
 // row and position. This is the selection of a reindex (R) layer (share/schedule.h): it re-scores
