@@ -26,6 +26,12 @@ std::string uniform(int layers, int n) {
   return p;
 }
 
+std::string with_r(std::string p) {
+  for (char& c : p)
+    if (c == 'S') c = 'R';
+  return p;
+}
+
 class CmdEval : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -37,14 +43,15 @@ class CmdEval : public ::testing::Test {
     per_layer_ = write_indexers("cmd_eval_per_layer.safetensors", layers_, c.d_model, fp);
     aware_ = write_indexers("cmd_eval_aware.safetensors", layers_, c.d_model, fp, uniform(layers_, 4));
     wrong_aware_ = write_indexers("cmd_eval_aware2.safetensors", layers_, c.d_model, fp, uniform(layers_, 2));
+    reindex_ = write_indexers("cmd_eval_reindex.safetensors", layers_, c.d_model, fp, "", 1);
   }
   void SetUp() override {
     if (!fs::exists(model_)) GTEST_SKIP() << "model not on this machine: " << model_;
   }
-  static std::string model_, per_layer_, aware_, wrong_aware_;
+  static std::string model_, per_layer_, aware_, wrong_aware_, reindex_;
   static int layers_;
 };
-std::string CmdEval::model_, CmdEval::per_layer_, CmdEval::aware_, CmdEval::wrong_aware_;
+std::string CmdEval::model_, CmdEval::per_layer_, CmdEval::aware_, CmdEval::wrong_aware_, CmdEval::reindex_;
 int CmdEval::layers_ = 0;
 
 TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
@@ -54,13 +61,15 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   searched[1] = 'F';
   searched[4] = 'S';
   const auto r = run_tool("-t 2 eval --ctx 128 --topk 16 --measure-stride 8 --probes --json -o \"" + out + "\" --indexers \"" +
-                              per_layer_ + "\" --aware-indexers \"" + aware_ + "\" --searched-pattern " + searched,
+                              per_layer_ + "\" --aware-indexers \"" + aware_ + "\" --searched-pattern " + searched +
+                              " --reindexers \"" + reindex_ + "\" --candidates 32",
                           "2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
-  ASSERT_EQ(j["modes"].size(), 8u);
+  ASSERT_EQ(j["modes"].size(), 10u);
   const std::vector<std::string> names = {"dense",       "oracle top-k", "DSA every layer", "uniform 1/2",
-                                          "uniform 1/4", "uniform 1/8",  "searched 1/4",    "training-aware 1/4"};
+                                          "uniform 1/4", "uniform 1/8",  "searched 1/4",    "training-aware 1/4",
+                                          "reindex 1/4", "searched 1/4 + R"};
   for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(j["modes"][i]["mode"], names[i]);
   const auto& m = j["modes"];
   EXPECT_EQ(double(m[0]["delta_vs_dense"]), 0.0);
@@ -70,6 +79,17 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   EXPECT_EQ(m[4]["indexer_calls"], (layers_ + 3) / 4);
   EXPECT_EQ(m[6]["pattern"], searched);
   EXPECT_EQ(m[7]["pattern"], uniform(layers_, 4));
+  // Reindex modes: the same F layers, every other layer R, re-scoring 32 candidates.
+  EXPECT_EQ(m[8]["pattern"], with_r(uniform(layers_, 4)));
+  EXPECT_EQ(m[9]["pattern"], with_r(searched));
+  EXPECT_EQ(m[8]["indexer_calls"], (layers_ + 3) / 4);
+  EXPECT_EQ(m[8]["reindex_calls"], layers_ - (layers_ + 3) / 4);
+  EXPECT_EQ(m[8]["candidates"], 32);
+  EXPECT_TRUE(m[4]["candidates"].is_null());
+  EXPECT_EQ(j["reindex"]["candidates"], 32);
+  // An R layer's indexer (1 head over 32 candidates) costs more than nothing, less than an F one.
+  EXPECT_GT(double(m[8]["indexer_flops_per_token"]), double(m[4]["indexer_flops_per_token"]));
+  EXPECT_LT(double(m[8]["indexer_flops_per_token"]), double(m[2]["indexer_flops_per_token"]));
   // The oracle's sets are the true attention's top-k: no learned set can hold more of its mass.
   EXPECT_GT(double(m[1]["recall"]), double(m[2]["recall"]));
   EXPECT_LE(double(m[1]["recall"]), 1.0 + 1e-6);
@@ -82,7 +102,7 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   EXPECT_NEAR(double(j["jaccard"][0]), 1.0, 1e-12) << "a layer's sets equal themselves";
   // Probes: every mode has the five regions; copying makes the repeats easier than the first
   // copy for dense attention (a property of any language model that can copy).
-  ASSERT_EQ(j["probes"].size(), 8u);
+  ASSERT_EQ(j["probes"].size(), 10u);
   for (const auto& pm : j["probes"]) ASSERT_EQ(pm["regions"].size(), 5u) << pm["mode"];
   const auto& dr = j["probes"][0]["regions"];
   EXPECT_EQ(dr[0]["region"], "first copy");
@@ -91,16 +111,22 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   EXPECT_EQ(dr[2]["probe"], "passkey @ 10%");
   EXPECT_EQ(dr[4]["probe"], "passkey @ 90%");
   // The needle's share of each layer's sets at the answer rows: DSA modes only, one per layer.
+  // The copy source's share in the repeats' rows likewise, under "copy_recall".
   EXPECT_FALSE(j["probes"][0].contains("needle_recall"));
-  for (size_t i = 1; i < 8; ++i) {
-    const auto& nr = j["probes"][i]["needle_recall"];
-    ASSERT_EQ(nr.size(), 3u) << j["probes"][i]["mode"];
-    for (const auto& [name, layers] : nr.items()) {
-      ASSERT_EQ(layers.size(), static_cast<size_t>(layers_)) << name;
-      for (const auto& v : layers) EXPECT_TRUE(double(v) >= 0.0 && double(v) <= 1.0) << name;
+  EXPECT_FALSE(j["probes"][0].contains("copy_recall"));
+  for (size_t i = 1; i < 10; ++i) {
+    for (const char* key : {"needle_recall", "copy_recall"}) {
+      const auto& nr = j["probes"][i][key];
+      ASSERT_EQ(nr.size(), std::string(key) == "needle_recall" ? 3u : 1u) << j["probes"][i]["mode"] << " " << key;
+      for (const auto& [name, layers] : nr.items()) {
+        ASSERT_EQ(layers.size(), static_cast<size_t>(layers_)) << name;
+        for (const auto& v : layers) EXPECT_TRUE(double(v) >= 0.0 && double(v) <= 1.0) << name;
+      }
     }
   }
-  ASSERT_EQ(j["pictures"].size(), 3u);
+  // With every key selected (k >= context) the copy source is always there: the oracle at k =
+  // 128 of 128 is dense. Here k = 16 < the copy distance, so only check the range above.
+  ASSERT_EQ(j["pictures"].size(), 4u);
   for (const auto& pic : j["pictures"]) {
     std::ifstream f(pic.get<std::string>(), std::ios::binary);
     char sig[8] = {};
@@ -124,6 +150,23 @@ TEST_F(CmdEval, BadInputsAreErrors) {
   const std::string empty = ::testing::TempDir() + "cmd_eval_empty_corpus";
   fs::create_directories(empty);
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --corpus \"" + empty + "\"", "no readable text");
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --modes \"uniform 1/3\"", "unknown mode 'uniform 1/3'");
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --reindexers \"" + reindex_ + "\" --candidates 8 --topk 16",
+               "less than top-k");
+}
+
+TEST_F(CmdEval, ModesRunsOnlyTheNamedOnesAndTheBaselines) {
+  const auto r = run_tool("-t 2 eval --ctx 96 --topk 16 --measure-stride 0 --json -o \"" + ::testing::TempDir() +
+                              "cmd_eval_modes\" --indexers \"" + per_layer_ + "\" --aware-indexers \"" + aware_ +
+                              "\" --reindexers \"" + reindex_ + "\" --modes \"reindex 1/4\"",
+                          "2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["modes"].size(), 3u);
+  EXPECT_EQ(j["modes"][0]["mode"], "dense");
+  EXPECT_EQ(j["modes"][1]["mode"], "DSA every layer");
+  EXPECT_EQ(j["modes"][2]["mode"], "reindex 1/4");
+  EXPECT_EQ(j["modes"][2]["candidates"], 32) << "default: 2 x top-k";
 }
 
 }  // namespace

@@ -52,6 +52,28 @@ TEST(Probes, RepeatWindowIsThePassageThreeTimes) {
   EXPECT_EQ(p.regions[1].end, ctx - 1);
   for (int64_t j = p.regions[1].begin; j < p.regions[1].end; ++j)
     EXPECT_EQ(p.tokens[static_cast<size_t>(j + 1)], p.tokens[static_cast<size_t>(j + 1 - n)]);
+  EXPECT_EQ(p.copy_period, n);
+  EXPECT_EQ(probes[1].copy_period, 0);
+}
+
+TEST(Probes, CopyRecallIsTheShareOfRowsHoldingTheCopySource) {
+  Probe p;
+  p.name = "repeat x3";
+  p.tokens.resize(12);
+  p.copy_period = 4;  // repeats region: rows 3 .. 10, copy source of row j at j - 3
+  // Recorded from position 1 with stride 2: rows at positions 2, 4, 6, 8, 10.
+  // Layer 0: position 2 is outside the region; 4 holds 1 (yes), 6 lacks 3, 8 holds 5, 10 holds 7.
+  const std::vector<std::vector<std::vector<int32_t>>> rec = {
+      {{0, 1}, {1, 2}, {0, 2}, {5}, {6, 7}}, {}, {{2}, {0}}};
+  const auto r = copy_recall(p, rec, 1, 2);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_DOUBLE_EQ(r[0], 3.0 / 4.0);
+  EXPECT_TRUE(std::isnan(r[1]));
+  EXPECT_DOUBLE_EQ(r[2], 0.0);  // only position 4 is in the region, and 1 is not in {0}
+  EXPECT_THROW(copy_recall(p, rec, 0, 0), Error);
+  Probe none;
+  none.name = "passkey";
+  EXPECT_THROW(copy_recall(none, rec, 0, 1), Error);
 }
 
 TEST(Probes, PasskeyNeedleAtItsDepthAndTheAnswerLast) {

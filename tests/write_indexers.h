@@ -1,5 +1,5 @@
-// Writes a small random indexer file for CLI tests (every layer, or the F layers of `only`),
-// tagged with a model fingerprint.
+// Writes a small random indexer file for CLI tests (every layer, or the F layers of `only`;
+// `heads` x 8 dims), tagged with a model fingerprint.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,9 +12,9 @@
 namespace indexshare::testing_util {
 
 inline std::string write_indexers(const std::string& name, int layers, int d_model, const std::string& fingerprint,
-                                  const std::string& only = "") {
+                                  const std::string& only = "", int heads = 2) {
   model::IndexerSet set;
-  set.cfg = {d_model, 2, 8, 4, 10000.0f};
+  set.cfg = {d_model, heads, 8, 4, 10000.0f};
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   for (int l = 0; l < layers; ++l) {

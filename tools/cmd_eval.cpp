@@ -4,6 +4,7 @@
 // to-layer top-k overlap; quality vs indexer cost) and --json of everything.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,7 @@ struct EvalArgs {
   bool json = false;
   bool probes = false;
   std::string domains;  // "all" or a comma list: the per-domain table
+  std::string only;     // --modes: a comma list of mode names to run (default: all)
   train::DistillOptions distill;
 };
 
@@ -187,6 +189,23 @@ int run(const EvalArgs& a) {
     if (!searched.empty()) add_reindex("searched 1/4 + R", share::Schedule::from_pattern(searched));
   }
 
+  if (!a.only.empty()) {
+    // Keep the named modes (in the table's order). dense and DSA every layer are the baselines of
+    // the table's two delta columns, so they always run.
+    std::vector<std::string> want = {"dense", "DSA every layer"};
+    for (size_t b = 0; b <= a.only.size();) {
+      const size_t e = std::min(a.only.find(',', b), a.only.size());
+      want.push_back(a.only.substr(b, e - b));
+      b = e + 1;
+    }
+    std::string names;
+    for (const auto& m : modes) names += (names.empty() ? "" : ", ") + m.name;
+    for (const auto& w : want)
+      IS_CHECK(std::any_of(modes.begin(), modes.end(), [&](const eval::ModeSpec& m) { return m.name == w; }),
+               "eval --modes: unknown mode '", w, "'; modes: ", names);
+    std::erase_if(modes, [&](const eval::ModeSpec& m) { return std::find(want.begin(), want.end(), m.name) == want.end(); });
+  }
+
   eval::EvalSettings es;
   es.ppl.ctx = a.ctx;
   es.ppl.max_windows = a.windows;
@@ -227,19 +246,24 @@ int run(const EvalArgs& a) {
         e.ppl.keep_tokens = true;
         e.measure_stride = 0;
         const bool record = probes[p].evidence_end > probes[p].evidence_begin && !modes[i].dense;
-        if (record) {
-          e.record_stride = 1;
+        // Repeat probe: every 4th row's sets, for the share holding the copy source.
+        const bool copy = probes[p].copy_period > 0 && !modes[i].dense;
+        constexpr int64_t kCopyStride = 4;
+        if (record || copy) {
+          e.record_stride = record ? 1 : kCopyStride;
           e.record_from = probes[p].first;
         }
         const eval::ModeResult r = eval::run_mode(s.model(), probes[p].tokens, modes[i], e);
         for (auto& sc : eval::score_probe(probes[p], r.token_nll, r.token_top1)) probe_scores[i].push_back(std::move(sc));
         if (record) needle[i][p] = eval::evidence_recall(probes[p], r.recorded);
+        if (copy) needle[i][p] = eval::copy_recall(probes[p], r.recorded, probes[p].first, kCopyStride);
       }
     pbar.finish();
   }
 
   const eval::ModeResult& dense = res[0];
-  const eval::ModeResult& dsa = res[2];
+  const eval::ModeResult& dsa =
+      *std::find_if(res.begin(), res.end(), [](const eval::ModeResult& r) { return r.name == "DSA every layer"; });
   fs::create_directories(a.out_dir);
   const std::vector<double> J = eval::jaccard_matrix(dsa.recorded);
   const std::string heat = (fs::path(a.out_dir) / "topk_overlap.png").string();
@@ -278,7 +302,7 @@ int run(const EvalArgs& a) {
                         {.title = "perplexity vs indexer cost", .x_label = "indexer FLOPs per token (DSA every layer = 1)",
                          .y_label = "perplexity"});
 
-  std::string needle_png;
+  std::string needle_png, copy_png;
   if (a.probes) {
     // Per layer, how much of the needle the answer rows' sets hold, at the middle depth.
     const size_t mid = probes.size() > 2 ? 2 : probes.size() - 1;
@@ -298,6 +322,23 @@ int run(const EvalArgs& a) {
                           {.title = fmt::format("pass key at {}: needle share of top-{}",
                                                 probes[mid].name.substr(probes[mid].name.rfind(' ') + 1), topk),
                            .x_label = "layer", .y_label = "needle positions selected"});
+    // The repeat probe: per layer, how often the copy source is in the row's set.
+    std::vector<eval::Series> cs;
+    for (size_t i = 0; i < modes.size(); ++i) {
+      if (needle[i].empty() || needle[i][0].empty() || probes[0].copy_period == 0) continue;
+      eval::Series se{.name = modes[i].name, .color = colors[cs.size() % std::size(colors)]};
+      for (size_t l = 0; l < needle[i][0].size(); ++l) {
+        se.x.push_back(static_cast<double>(l));
+        se.y.push_back(needle[i][0][l]);
+      }
+      cs.push_back(std::move(se));
+    }
+    if (!cs.empty()) {
+      copy_png = (fs::path(a.out_dir) / "repeat_copy_recall.png").string();
+      eval::write_chart_png(copy_png, cs,
+                            {.title = fmt::format("repeats: rows whose top-{} holds the copy source", topk),
+                             .x_label = "layer", .y_label = "copy source selected"});
+    }
   }
 
   // Per-domain table (eval/domains.h): the eval split of each domain, the modes that tell
@@ -387,6 +428,7 @@ int run(const EvalArgs& a) {
   j["indexer_shape"] = {{"heads", per_layer.set.cfg.heads}, {"head_dim", per_layer.set.cfg.head_dim}, {"rope_dim", per_layer.set.cfg.rope_dim}};
   j["pictures"] = {heat, curve};
   if (!needle_png.empty()) j["pictures"].push_back(needle_png);
+  if (!copy_png.empty()) j["pictures"].push_back(copy_png);
   j["jaccard"] = J;
   for (const auto& r : res) {
     auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
@@ -410,7 +452,7 @@ int run(const EvalArgs& a) {
         if (!needle[i][p].empty()) {
           nlohmann::json layers = nlohmann::json::array();
           for (double v : needle[i][p]) layers.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
-          m["needle_recall"][probes[p].name] = layers;
+          m[probes[p].copy_period > 0 ? "copy_recall" : "needle_recall"][probes[p].name] = layers;
         }
       j["probes"].push_back(m);
     }
@@ -452,7 +494,8 @@ int run(const EvalArgs& a) {
   if (a.probes) {
     // One column per probe region: perplexity of the region; for the pass key, the answer's NLL,
     // whether every answer token is the arg-max (yes / no) and, for DSA modes, the mean over
-    // layers of the needle's share in the answer rows' sets (r).
+    // layers of the needle's share in the answer rows' sets (r); for the repeats, the mean over
+    // layers of the share of rows whose set holds the copy source (c).
     fmt::print("\ncopy and retrieval probes (context {}, top-k {}, text of the eval split):\n", a.ctx, topk);
     fmt::print("{:<19}", "mode");
     for (const auto& sc : probe_scores[0])
@@ -474,7 +517,10 @@ int run(const EvalArgs& a) {
           const std::string r = p < probes.size() && !needle[i][p].empty() ? fmt::format(" r{:.2f}", mean_of(needle[i][p])) : "";
           fmt::print(" {:>20}", fmt::format("nll {:.2f} {}{}", sc.mean_nll * static_cast<double>(sc.tokens), sc.exact ? "yes" : "no", r));
         } else {
-          fmt::print(" {:>20}", fmt::format("ppl {:.3f}", sc.ppl));
+          size_t p = 0;
+          while (p < probes.size() && probes[p].name != sc.probe) ++p;
+          const bool c = sc.region == "repeats" && p < probes.size() && !needle[i][p].empty();
+          fmt::print(" {:>20}", fmt::format("ppl {:.3f}{}", sc.ppl, c ? fmt::format(" c{:.2f}", mean_of(needle[i][p])) : ""));
         }
       }
       fmt::print("\n");
@@ -512,8 +558,8 @@ int run(const EvalArgs& a) {
       fmt::print("\n");
     }
   }
-  fmt::print("pictures: {}, {}{}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png,
-             domain_png.empty() ? "" : ", " + domain_png);
+  fmt::print("pictures: {}, {}{}{}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png,
+             copy_png.empty() ? "" : ", " + copy_png, domain_png.empty() ? "" : ", " + domain_png);
   if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
   if (reindex)
     fmt::print("reindex: R layers re-score the top-{} candidates of their F layer with {} ({} head(s) x {} dims)\n",
@@ -540,6 +586,8 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
   app.add_option("--measure-stride", a->measure_stride, "measure recall/overlap on every n-th row (0 = off)")->capture_default_str();
   app.add_option("-o,--out-dir", a->out_dir, "folder for the PNG pictures")->capture_default_str();
   app.add_flag("--json", a->json, "print everything as JSON");
+  app.add_option("--modes", a->only,
+                 "run only these modes (comma list of the table's names; dense and DSA every layer always run)");
   app.add_option("--domains", a->domains,
                  "also the per-domain table: all, or a comma list of python, c, cmake, prose, config, perl "
                  "(perl is held out of training)");

@@ -18,6 +18,7 @@ Probe repeat_probe(std::span<const int32_t> heldout, int64_t ctx) {
   for (int64_t i = 0; i < ctx; ++i) p.tokens[static_cast<size_t>(i)] = heldout[static_cast<size_t>(i % n)];
   p.first = 0;
   p.regions = {{"first copy", 0, n - 1}, {"repeats", n - 1, ctx - 1}};
+  p.copy_period = n;
   return p;
 }
 
@@ -105,6 +106,28 @@ std::vector<double> evidence_recall(const Probe& p, const std::vector<std::vecto
       sum += static_cast<double>(hi - lo) / n;
     }
     r.push_back(sum / static_cast<double>(layer.size()));
+  }
+  return r;
+}
+
+std::vector<double> copy_recall(const Probe& p, const std::vector<std::vector<std::vector<int32_t>>>& recorded,
+                                int64_t from, int64_t stride) {
+  IS_CHECK(p.copy_period > 0, "probes: ", p.name, " has no copy period");
+  IS_CHECK(stride >= 1, "probes: copy_recall stride must be >= 1, got ", stride);
+  const int64_t n = p.copy_period, ctx = static_cast<int64_t>(p.tokens.size());
+  const int64_t pos0 = (std::max<int64_t>(from, 0) + stride - 1) / stride * stride;
+  std::vector<double> r;
+  for (const auto& layer : recorded) {
+    double hit = 0.0;
+    int64_t rows = 0;
+    for (size_t i = 0; i < layer.size(); ++i) {
+      const int64_t j = pos0 + static_cast<int64_t>(i) * stride;
+      if (j < n - 1 || j >= ctx - 1) continue;
+      const auto& row = layer[i];
+      hit += std::binary_search(row.begin(), row.end(), static_cast<int32_t>(j + 1 - n)) ? 1.0 : 0.0;
+      ++rows;
+    }
+    r.push_back(rows ? hit / static_cast<double>(rows) : std::numeric_limits<double>::quiet_NaN());
   }
   return r;
 }

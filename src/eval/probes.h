@@ -35,6 +35,9 @@ struct Probe {
   int64_t first = 0;            // first scored position (the window scores [first, ctx - 1))
   std::vector<ProbeRegion> regions;
   int64_t evidence_begin = 0, evidence_end = 0;  // the needle's positions (pass key); else empty
+  // Repeat probe: the passage length n. A row j of the "repeats" region predicts token j + 1,
+  // whose earlier copy sits at j + 1 - n: the key a copying (induction) head needs. 0 otherwise.
+  int64_t copy_period = 0;
 };
 
 using Encode = std::function<std::vector<int32_t>(std::string_view)>;
@@ -62,5 +65,13 @@ std::vector<RegionScore> score_probe(const Probe& p, std::span<const float> nll,
 // positions, as LlamaDsaBackend::recorded() holds them). NaN for a layer with no recorded row.
 // Error when the probe has no evidence span.
 std::vector<double> evidence_recall(const Probe& p, const std::vector<std::vector<std::vector<int32_t>>>& recorded);
+
+// Repeat probe, per layer: the fraction of the recorded rows of the "repeats" region whose set
+// holds the copy source j + 1 - n (see Probe::copy_period). Rows were recorded at the positions
+// that are multiples of `stride` from `from` on (LlamaDsaBackend's record_stride / record_from):
+// recorded[layer][i] is position ceil(from / stride) * stride + i * stride. NaN for a layer with
+// no row in the region. Error when the probe has no copy period or stride < 1.
+std::vector<double> copy_recall(const Probe& p, const std::vector<std::vector<std::vector<int32_t>>>& recorded,
+                                int64_t from, int64_t stride);
 
 }  // namespace indexshare::eval
