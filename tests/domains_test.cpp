@@ -37,7 +37,16 @@ struct Tree {
   fs::path root = fs::path(::testing::TempDir()) / "domains_test";
   Tree() {
     fs::remove_all(root);
-    for (int i = 0; i < 40; ++i) write(root / ("sub" + std::to_string(i % 3)) / ("f" + std::to_string(i) + ".conf"), "file " + std::to_string(i) + "\n");
+    // (appends, not "literal" + std::string: GCC 12 warns falsely of -Wrestrict on that.)
+    for (int i = 0; i < 40; ++i) {
+      std::string dir = "sub", file = "f", body = "file ";
+      dir += std::to_string(i % 3);
+      file += std::to_string(i);
+      file += ".conf";
+      body += std::to_string(i);
+      body += "\n";
+      write(root / dir / file, body);
+    }
     write(root / "README.md", "a readme\n");
     write(root / "notes.txt.gz", "compressed");
     write(root / "bin.conf", std::string("bin\0ary", 7));
@@ -105,6 +114,21 @@ TEST(Domains, BuiltinsAndErrors) {
   }
   DomainSpec none{"none", "nothing", {"/nonexistent/dir"}, {".x"}, {}, true};
   EXPECT_THROW(load_domain(none, CorpusSplit::kEval), Error);
+}
+
+// distill / search text: --corpus or --domains, never a held-out domain; "all" leaves perl out.
+TEST(Domains, TrainingText) {
+  EXPECT_THROW(load_training_text("/usr/lib", "c", 1000), Error);
+  try {
+    load_training_text("", "python,perl", 1000);
+    FAIL() << "held-out domain accepted as training text";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("domain perl is held out"), std::string::npos) << e.what();
+  }
+  const Corpus all = load_training_text("", "all", 400000);
+  EXPECT_EQ(all.root, "domains python+c+cmake+prose+config");
+  for (const auto& f : all.files) EXPECT_NE(f.rfind("perl:", 0), 0u) << f;
+  EXPECT_EQ(all.split, CorpusSplit::kTrain);
 }
 
 }  // namespace

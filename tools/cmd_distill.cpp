@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "dsa_options.h"
 #include "eval/corpus.h"
+#include "eval/domains.h"
 #include "io/indexer_file.h"
 #include "model_session.h"
 #include "progress.h"
@@ -19,7 +20,7 @@ namespace indexshare::cli {
 namespace {
 
 struct DistillArgs {
-  std::string model, corpus, out;
+  std::string model, corpus, out, domains;
   train::DistillOptions opt;
   ScheduleArgs sched;
   std::string command_line;
@@ -28,9 +29,8 @@ struct DistillArgs {
 int run(const DistillArgs& a) {
   ModelSession s = load_model_session(a.model);
   const auto& cfg = s.model().config();
-  const std::string dir = a.corpus.empty() ? eval::default_corpus_dir() : a.corpus;
   const eval::Corpus corpus =
-      eval::load_corpus(dir, eval::CorpusSplit::kTrain, a.opt.seq_len * a.opt.sequences * 8 + (1 << 20));
+      eval::load_training_text(a.corpus, a.domains, a.opt.seq_len * a.opt.sequences * 8 + (1 << 20));
   const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
   train::DistillOptions o = a.opt;
   o.training_aware = schedule_from_args(a.sched, cfg.n_layers);
@@ -71,6 +71,9 @@ CommandRegistrar reg("distill", "train lightning indexers for a Llama model (KL 
   auto a = std::make_shared<DistillArgs>();
   add_model_option(app, a->model);
   app.add_option("--corpus", a->corpus, "folder of *.py text (default: the Python standard library; train split)");
+  app.add_option("--domains", a->domains,
+                 "train on the train splits of these text domains instead: all (every one not held out) or a "
+                 "comma list of python, c, cmake, prose, config");
   app.add_option("-o,--out", a->out, "output safetensors file")->required();
   app.add_option("--heads", a->opt.heads, "indexer heads H_I")->capture_default_str();
   app.add_option("--head-dim", a->opt.head_dim, "indexer head dim D_I")->capture_default_str();

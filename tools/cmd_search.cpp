@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "eval/corpus.h"
+#include "eval/domains.h"
 #include "io/indexer_file.h"
 #include "model_session.h"
 #include "progress.h"
@@ -22,7 +23,7 @@ namespace indexshare::cli {
 namespace {
 
 struct SearchArgs {
-  std::string model, indexers, corpus;
+  std::string model, indexers, corpus, domains;
   std::string reindexers;  // non-F layers are R (reindex) instead of S
   int candidates = 0;      // R: 0 = 2 x top-k
   int keep = 0;  // 0 = from --ratio
@@ -57,8 +58,7 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
   IS_CHECK(a.windows >= 1, "search: --windows must be >= 1, got ", a.windows);
 
   const io::IndexerFile ix = io::load_indexers(a.indexers, io::model_fingerprint(a.model), N);
-  const std::string dir = a.corpus.empty() ? eval::default_corpus_dir() : a.corpus;
-  const eval::Corpus corpus = eval::load_corpus(dir, eval::CorpusSplit::kTrain, a.ctx * a.windows * 8 + (1 << 20));
+  const eval::Corpus corpus = eval::load_training_text(a.corpus, a.domains, a.ctx * a.windows * 8 + (1 << 20));
   const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
   const train::CalibrationSet calib =
       train::make_calibration_set(tokens, a.ctx, a.windows, s.tokenizer->add_bos() ? s.tokenizer->bos_id() : -1);
@@ -163,6 +163,9 @@ CommandRegistrar reg("search", "greedy search of an F/S (or F/R) sharing pattern
   app.add_option("-c,--ctx", a->ctx, "calibration window in tokens")->capture_default_str();
   app.add_option("--windows", a->windows, "calibration windows")->capture_default_str();
   app.add_option("--corpus", a->corpus, "folder of *.py text (default: the Python standard library; train split)");
+  app.add_option("--domains", a->domains,
+                 "calibrate on the train splits of these text domains instead: all (every one not held out) or a "
+                 "comma list of python, c, cmake, prose, config");
   app.add_flag("--json", a->json, "print everything as JSON");
   return [a, keep, ratio] { return run(*a, keep->count() > 0, ratio->count() > 0); };
 });

@@ -153,4 +153,22 @@ Corpus load_mixture(const std::vector<DomainSpec>& domains, CorpusSplit split, i
   return c;
 }
 
+Corpus load_training_text(const std::string& corpus_dir, const std::string& domains, int64_t max_bytes) {
+  if (domains.empty())
+    return load_corpus(corpus_dir.empty() ? default_corpus_dir() : corpus_dir, CorpusSplit::kTrain, max_bytes);
+  IS_CHECK(corpus_dir.empty(), "give --corpus or --domains, not both");
+  std::vector<DomainSpec> specs;
+  if (domains == "all") {
+    for (auto& d : builtin_domains())
+      if (!d.held_out) specs.push_back(d);
+  } else {
+    for (size_t b = 0; b <= domains.size();) {
+      const size_t e = std::min(domains.find(',', b), domains.size());
+      specs.push_back(find_domain(domains.substr(b, e - b)));
+      b = e + 1;
+    }
+  }
+  return load_mixture(specs, CorpusSplit::kTrain, max_bytes);
+}
+
 }  // namespace indexshare::eval

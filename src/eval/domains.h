@@ -51,4 +51,10 @@ Corpus load_domain(const DomainSpec& d, CorpusSplit split, int64_t max_bytes = 0
 Corpus load_mixture(const std::vector<DomainSpec>& domains, CorpusSplit split, int64_t max_bytes,
                     int64_t block = 24000);
 
+// The training (or calibration) text of distill and search: with `domains` empty, the train split
+// of the *.py corpus in `corpus_dir` (default_corpus_dir() when empty); with `domains` "all"
+// (every domain not held out) or a comma list, load_mixture of their train splits. Error when
+// both are given, on an unknown name, or on a held-out domain.
+Corpus load_training_text(const std::string& corpus_dir, const std::string& domains, int64_t max_bytes);
+
 }  // namespace indexshare::eval
