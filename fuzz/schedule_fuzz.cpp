@@ -1,9 +1,11 @@
-// libFuzzer target for the F/S schedule parser (index_topk_pattern, indexer_types, freq/offset):
+// libFuzzer target for the F/S/R schedule parser (index_topk_pattern, indexer_types, freq/offset):
 // any input must either resolve or raise indexshare::Error, and a resolved schedule must match
 // an independent restatement of the rules of share/schedule.h:
-//   - layer 0 is F; one entry per layer; source(i) = the largest F layer j <= i;
-//   - a pattern is read character for character ('F' full, 'S' shared), indexer_types entry for
-//     entry ("full" / "shared"), else full(i) = max(i - o + 1, 0) % f == 0;
+//   - layer 0 is F; one entry per layer; source(i) = the largest F or R layer j <= i,
+//     full_source(i) = the largest F layer j <= i;
+//   - a pattern is read character for character ('F' full, 'S' shared, 'R' reindex),
+//     indexer_types entry for entry ("full" / "shared" / "reindex"), else
+//     full(i) = max(i - o + 1, 0) % f == 0 (F or S only);
 //   - pattern() written back and read again gives the same schedule.
 // Any other exception, crash, sanitizer report or mismatch is a bug.
 #include <fuzzer/FuzzedDataProvider.h>
@@ -25,45 +27,51 @@ void require(bool ok) {
   if (!ok) std::abort();
 }
 
-// The F flags the rules give, or an empty vector where the rules reject the input.
-std::vector<bool> expected(const ScheduleInput& in) {
+// The kinds ('F', 'S', 'R') the rules give, or an empty string where the rules reject the input.
+std::string expected(const ScheduleInput& in) {
   if (in.num_layers < 1 || in.index_topk_freq < 1 || in.index_skip_topk_offset < 0) return {};
   const auto n = static_cast<size_t>(in.num_layers);
-  std::vector<bool> full(n);
+  std::string kind(n, 'S');
   if (in.indexer_types) {
     if (in.indexer_types->size() != n) return {};
     for (size_t i = 0; i < n; ++i) {
       const std::string& t = (*in.indexer_types)[i];
-      if (t != "full" && t != "shared") return {};
-      full[i] = t == "full";
+      if (t == "full") kind[i] = 'F';
+      else if (t == "shared") kind[i] = 'S';
+      else if (t == "reindex") kind[i] = 'R';
+      else return {};
     }
   } else if (in.index_topk_pattern) {
     if (in.index_topk_pattern->size() != n) return {};
     for (size_t i = 0; i < n; ++i) {
       const char ch = (*in.index_topk_pattern)[i];
-      if (ch != 'F' && ch != 'S') return {};
-      full[i] = ch == 'F';
+      if (ch != 'F' && ch != 'S' && ch != 'R') return {};
+      kind[i] = ch;
     }
   } else {
     for (size_t i = 0; i < n; ++i) {
       const int64_t shifted = static_cast<int64_t>(i) - in.index_skip_topk_offset + 1;
-      full[i] = (shifted > 0 ? shifted : 0) % in.index_topk_freq == 0;
+      kind[i] = (shifted > 0 ? shifted : 0) % in.index_topk_freq == 0 ? 'F' : 'S';
     }
   }
-  if (!full[0]) return {};
-  return full;
+  if (kind[0] != 'F') return {};
+  return kind;
 }
 
-void check(const Schedule& s, const std::vector<bool>& want) {
+void check(const Schedule& s, const std::string& want) {
   require(s.num_layers() == static_cast<int>(want.size()));
-  int last_full = -1, n_full = 0;
+  int last_full = -1, last_set = -1, n_full = 0, n_re = 0;
   for (int i = 0; i < s.num_layers(); ++i) {
-    require(s.is_full(i) == want[static_cast<size_t>(i)]);
-    if (want[static_cast<size_t>(i)]) last_full = i, ++n_full;
-    require(s.source(i) == last_full);
+    const char k = want[static_cast<size_t>(i)];
+    require(s.is_full(i) == (k == 'F') && s.is_reindex(i) == (k == 'R') && s.is_shared(i) == (k == 'S'));
+    if (k == 'F') last_full = i, ++n_full;
+    if (k == 'R') ++n_re;
+    if (k != 'S') last_set = i;
+    require(s.source(i) == last_set && s.full_source(i) == last_full);
   }
-  require(s.num_full() == n_full && s.num_shared() == s.num_layers() - n_full);
+  require(s.num_full() == n_full && s.num_reindex() == n_re && s.num_shared() == s.num_layers() - n_full - n_re);
   const std::string p = s.pattern();
+  require(p == want);
   require(Schedule::from_pattern(p).pattern() == p);
 }
 }  // namespace
@@ -80,11 +88,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<std::string> types;
     const size_t n = fdp.ConsumeIntegralInRange<size_t>(0, 300);
     for (size_t i = 0; i < n && fdp.remaining_bytes() > 0; ++i)
-      types.push_back(fdp.ConsumeBool() ? (fdp.ConsumeBool() ? "full" : "shared") : fdp.ConsumeRandomLengthString(8));
+      types.push_back(fdp.ConsumeBool() ? (fdp.ConsumeBool() ? "full" : (fdp.ConsumeBool() ? "shared" : "reindex"))
+                                        : fdp.ConsumeRandomLengthString(8));
     in.indexer_types = std::move(types);
     if (mode == 3) in.index_topk_pattern = fdp.ConsumeRandomLengthString(400);  // indexer_types wins
   }
-  const std::vector<bool> want = expected(in);
+  const std::string want = expected(in);
   try {
     const Schedule s = Schedule::resolve(in);
     require(!want.empty());
@@ -97,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ScheduleInput pin;
   pin.num_layers = static_cast<int>(raw.size());
   pin.index_topk_pattern = raw;
-  const std::vector<bool> pwant = expected(pin);
+  const std::string pwant = expected(pin);
   try {
     check(Schedule::from_pattern(raw), pwant);
     require(!pwant.empty());
