@@ -144,32 +144,23 @@ void LlamaDsaBackend::restore_shared_topk(DsaSharedTopk s) {
   stack_->restore({s.indices, s.indices, s.rows, s.source, s.candidates, s.candidates, s.cand_source});
 }
 
-void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w) {
+void LlamaDsaBackend::select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w, bool reindex) {
   const auto& c = w.cfg;
   std::vector<float> q(static_cast<size_t>(a.T) * c.heads * c.head_dim), k(static_cast<size_t>(a.T) * c.head_dim),
       hw(static_cast<size_t>(a.T) * c.heads);
   learned_indexer_project(w, a.x_norm, a.T, a.pos0, q.data(), k.data(), hw.data());
-  stack_->index(a.layer, Tensor::wrap(q.data(), DType::kF32, Device::kCpu, {a.T, int64_t{c.heads} * c.head_dim}),
-                Tensor::wrap(hw.data(), DType::kF32, Device::kCpu, {a.T, c.heads}),
-                Tensor::wrap(k.data(), DType::kF32, Device::kCpu, {a.T, c.head_dim}));
+  const Tensor tq = Tensor::wrap(q.data(), DType::kF32, Device::kCpu, {a.T, int64_t{c.heads} * c.head_dim});
+  const Tensor tw = Tensor::wrap(hw.data(), DType::kF32, Device::kCpu, {a.T, c.heads});
+  const Tensor tk = Tensor::wrap(k.data(), DType::kF32, Device::kCpu, {a.T, c.head_dim});
+  if (reindex) {
+    stack_->reindex(a.layer, tq, tw, tk);
+  } else {
+    stack_->index(a.layer, tq, tw, tk);
+  }
+  // Row t scores its visible keys (F) or min(C, its visible keys) candidates (R).
+  const int64_t cap = reindex ? int64_t{opt_.candidates} : a.L;
   double keys = 0.0;
-  for (int64_t t = 0; t < a.T; ++t) keys += static_cast<double>(std::min(a.L, a.pos0 + t + 1));
-  counters_.indexer_flops += 2.0 * static_cast<double>(a.T) * c.d_model * (c.heads * c.head_dim + c.head_dim + c.heads) +
-                             2.0 * c.heads * c.head_dim * keys;
-}
-
-void LlamaDsaBackend::select_reindex(const AttentionCall& a, const LearnedIndexerWeights& w) {
-  const auto& c = w.cfg;
-  std::vector<float> q(static_cast<size_t>(a.T) * c.heads * c.head_dim), k(static_cast<size_t>(a.T) * c.head_dim),
-      hw(static_cast<size_t>(a.T) * c.heads);
-  learned_indexer_project(w, a.x_norm, a.T, a.pos0, q.data(), k.data(), hw.data());
-  stack_->reindex(a.layer, Tensor::wrap(q.data(), DType::kF32, Device::kCpu, {a.T, int64_t{c.heads} * c.head_dim}),
-                  Tensor::wrap(hw.data(), DType::kF32, Device::kCpu, {a.T, c.heads}),
-                  Tensor::wrap(k.data(), DType::kF32, Device::kCpu, {a.T, c.head_dim}));
-  // Row t scores min(C, its visible keys) candidates.
-  double keys = 0.0;
-  for (int64_t t = 0; t < a.T; ++t)
-    keys += static_cast<double>(std::min<int64_t>(opt_.candidates, std::min(a.L, a.pos0 + t + 1)));
+  for (int64_t t = 0; t < a.T; ++t) keys += static_cast<double>(std::min({cap, a.L, a.pos0 + t + 1}));
   counters_.indexer_flops += 2.0 * static_cast<double>(a.T) * c.d_model * (c.heads * c.head_dim + c.head_dim + c.heads) +
                              2.0 * c.heads * c.head_dim * keys;
 }
@@ -270,7 +261,7 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
     counters_.select_seconds += seconds_since(t0);
   } else if (opt_.schedule.is_reindex(l)) {
     const auto t0 = std::chrono::steady_clock::now();
-    select_reindex(a, *opt_.reindexers->layers[static_cast<size_t>(l)]);
+    select_with_indexer(a, *opt_.reindexers->layers[static_cast<size_t>(l)], /*reindex=*/true);
     counters_.select_seconds += seconds_since(t0);
   }
   // Physical slots == positions (identity pages), so the buffer indexes the KV cache directly.

@@ -113,8 +113,8 @@ class LlamaDsaBackend : public AttentionBackend {
   // Starts a stack step for this call's rows unless the call continues the current one.
   void enter(const AttentionCall& a);
   void begin(int64_t pos0, int64_t T);
-  void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w);
-  void select_reindex(const AttentionCall& a, const LearnedIndexerWeights& w);
+  // F layer (reindex false) or R layer (true, its small indexer over the candidates).
+  void select_with_indexer(const AttentionCall& a, const LearnedIndexerWeights& w, bool reindex = false);
   void select_oracle(const AttentionCall& a);
   void measure(const AttentionCall& a, const int32_t* topk);
 
