@@ -20,7 +20,7 @@ namespace indexshare::cli {
 namespace {
 
 struct DistillArgs {
-  std::string model, corpus, out, domains;
+  std::string model, corpus, out, domains, target = "mean";
   train::DistillOptions opt;
   ScheduleArgs sched;
   std::string command_line;
@@ -34,6 +34,7 @@ int run(const DistillArgs& a) {
   const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
   train::DistillOptions o = a.opt;
   o.training_aware = schedule_from_args(a.sched, cfg.n_layers);
+  o.head_max = a.target == "max";
   fmt::print(stderr, "distill: {} layers, indexer {} heads x {} dims (rope {}), {} sequences x {} tokens, {} epoch(s), {} steps each{}\n",
              cfg.n_layers, o.heads, o.head_dim, o.rope_dim, o.sequences, o.seq_len, o.epochs, o.steps_per_sequence,
              o.training_aware ? ", training-aware for " + o.training_aware->summary() : "");
@@ -56,6 +57,7 @@ int run(const DistillArgs& a) {
       {"model", a.model},
       {"corpus", corpus.description()},
       {"seed", std::to_string(o.seed)},
+      {"target", a.target},
       {"command", a.command_line},
       {"mode", o.training_aware ? "training-aware " + o.training_aware->pattern() : "per-layer"},
       {"kl_first", fmt::format("{:.5f}", f / n)},
@@ -85,6 +87,11 @@ CommandRegistrar reg("distill", "train lightning indexers for a Llama model (KL 
   app.add_option("--steps", a->opt.steps_per_sequence, "Adam steps per sequence")->capture_default_str();
   app.add_option("--lr", a->opt.lr, "Adam learning rate")->capture_default_str();
   app.add_option("--seed", a->opt.seed, "initialisation seed")->capture_default_str();
+  app.add_option("--target", a->target,
+                 "what the indexer learns: mean (the heads' mean attention, DSA's warm-up) or max (their "
+                 "renormalised maximum: a key one head needs counts fully)")
+      ->check(CLI::IsMember({"mean", "max"}))
+      ->capture_default_str();
   add_schedule_options(app, a->sched);
   return [a, &app] {
     a->command_line = "indexshare distill";

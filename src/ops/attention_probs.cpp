@@ -154,6 +154,11 @@ void attention_probs(const AttentionProbsParams& p) {
             const float m = mx[i];
             float sum = 0.0f;
             for (int64_t j = 0; j < n[r]; ++j) sum += (sg[j] = std::exp(sg[j] - m));
+            if (p.head_max) {
+              const float w = 1.0f / sum;
+              for (int64_t j = 0; j < n[r]; ++j) row[j] = std::max(row[j], w * sg[j]);
+              continue;
+            }
             const float w = inv_h / sum;
             if (simd) {
               accumulate_avx2(row, sg, n[r], w);
@@ -161,6 +166,15 @@ void attention_probs(const AttentionProbsParams& p) {
               for (int64_t j = 0; j < n[r]; ++j) row[j] += w * sg[j];
             }
           }
+        }
+      }
+      if (p.head_max) {  // renormalise each row of the block (sequential sum: thread-count independent)
+        for (int64_t r = 0; r < R; ++r) {
+          float* row = p.P + (tb + r) * ld;
+          float sum = 0.0f;
+          for (int64_t j = 0; j < n[r]; ++j) sum += row[j];
+          const float w = 1.0f / sum;
+          for (int64_t j = 0; j < n[r]; ++j) row[j] *= w;
         }
       }
     }

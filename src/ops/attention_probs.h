@@ -3,6 +3,13 @@
 //
 //   P[t, s] = (1/H) sum_h softmax_s(scale * q[t, h] . k[s, h / (H / H_kv)]),  s <= pos(t)
 //
+// or, with head_max, the heads' maximum renormalised to a distribution:
+//
+//   P[t, s] = max_h A_h[t, s] / sum_s' max_h A_h[t, s'],   A_h = softmax_s(scale * q[t, h] . k[s, .])
+//
+// (a key that one head needs weighs as much as one that every head needs: the target for an
+// indexer whose top-k must serve every head).
+//
 // and P[t, s] = 0 for s > pos(t) (or s >= L), where pos(t) = q_start + t, or pos[t] when a
 // position list is given (rows picked out of a longer sequence). Each row sums to 1 (when it
 // sees a key). Threads split the rows; a row's arithmetic depends only on its own q, its
@@ -25,6 +32,7 @@ struct AttentionProbsParams {
   int64_t ldp = 0;           // row stride; 0 means L
   int64_t ldq = 0;           // row stride of q in floats; 0 means H * D
   const int64_t* pos = nullptr;  // [T] nullable: row t's position (else q_start + t)
+  bool head_max = false;     // the renormalised maximum over heads instead of their mean
 };
 
 void attention_probs(const AttentionProbsParams& p);

@@ -15,7 +15,8 @@ namespace {
 
 class CaptureBackend : public model::AttentionBackend {
  public:
-  CaptureBackend(const model::LlamaConfig& c, LayerCapture& out) : c_(c), out_(out) {
+  CaptureBackend(const model::LlamaConfig& c, LayerCapture& out, bool head_max)
+      : c_(c), out_(out), head_max_(head_max) {
     out_.x.assign(static_cast<size_t>(c.n_layers), {});
     out_.P.assign(static_cast<size_t>(c.n_layers), {});
   }
@@ -28,7 +29,7 @@ class CaptureBackend : public model::AttentionBackend {
     if (out_.rows.empty()) {
       P.resize(static_cast<size_t>(a.T * a.T));
       ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
-                            .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data()});
+                            .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data(), .head_max = head_max_});
     } else {
       const int64_t R = static_cast<int64_t>(out_.rows.size()), qd = int64_t{c_.n_heads} * c_.head_dim;
       P.resize(static_cast<size_t>(R * a.T));
@@ -39,7 +40,8 @@ class CaptureBackend : public model::AttentionBackend {
         std::copy(qt, qt + qd, q_.begin() + i * qd);
       }
       ops::attention_probs({.q = q_.data(), .k = keys, .T = R, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
-                            .D = c_.head_dim, .scale = a.scale, .P = P.data(), .pos = out_.rows.data()});
+                            .D = c_.head_dim, .scale = a.scale, .P = P.data(), .pos = out_.rows.data(),
+                            .head_max = head_max_});
     }
     return false;  // the model runs dense attention itself
   }
@@ -47,19 +49,21 @@ class CaptureBackend : public model::AttentionBackend {
  private:
   const model::LlamaConfig& c_;
   LayerCapture& out_;
+  bool head_max_;
   std::vector<float> keys_;  // widened f16 keys
   std::vector<float> q_;     // the sampled rows' queries
 };
 
 }  // namespace
 
-LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids, std::vector<int64_t> rows) {
+LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids, std::vector<int64_t> rows,
+                            bool head_max) {
   LayerCapture cap;
   for (size_t i = 0; i < rows.size(); ++i)
     IS_CHECK(rows[i] >= 0 && rows[i] < static_cast<int64_t>(ids.size()) && (i == 0 || rows[i] > rows[i - 1]),
              "capture_layers: rows must increase strictly within [0, ", ids.size(), ")");
   cap.rows = std::move(rows);
-  CaptureBackend be(m.config(), cap);
+  CaptureBackend be(m.config(), cap, head_max);
   model::KvCache cache;
   cache.reset(m.config(), static_cast<int64_t>(ids.size()));
   m.forward(ids.data(), static_cast<int64_t>(ids.size()), cache, nullptr, false, &be);
@@ -132,7 +136,7 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
         std::sort(rows.begin(), rows.end());
       }
       const LayerCapture cap = capture_layers(
-          m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)), rows);
+          m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)), rows, o.head_max);
       for (int step = 0; step < o.steps_per_sequence; ++step) {
         double mean = 0.0;
         for (int l : trained) {
