@@ -16,6 +16,7 @@
 #include "eval/corpus.h"
 #include "eval/domains.h"
 #include "eval/dsa_eval.h"
+#include "eval/loss_split.h"
 #include "eval/plot.h"
 #include "eval/probes.h"
 #include "io/indexer_file.h"
@@ -213,6 +214,7 @@ int run(const EvalArgs& a) {
   es.topk = topk;
   es.own_indexers = &per_layer.set;
   es.measure_stride = a.measure_stride;
+  es.ppl.keep_tokens = true;  // for the loss split (eval/loss_split.h)
   fmt::print(stderr, "eval: {} layers, context {}, top-k {}, {} window(s) of the eval split: {}\n", N, a.ctx, topk,
              a.windows, corpus.description());
   ProgressBar bar("eval", static_cast<int64_t>(modes.size()), "modes");
@@ -262,6 +264,22 @@ int run(const EvalArgs& a) {
   }
 
   const eval::ModeResult& dense = res[0];
+  // Where each mode's extra NLL over dense goes: predictions an induction head could copy, by
+  // distance, and the rest (eval/loss_split.h).
+  auto split_of = [&](std::span<const int32_t> text, const eval::ModeResult& base, const eval::ModeResult& r) {
+    const int64_t per = a.ctx - 1 - a.ctx / 2;
+    return eval::split_loss(text, a.ctx, a.ctx / 2, static_cast<int64_t>(base.token_nll.size()) / per, es.ppl.bos,
+                            base.token_nll, r.token_nll);
+  };
+  std::vector<eval::LossSplit> splits;
+  for (const auto& r : res) splits.push_back(split_of(tokens, dense, r));
+  auto split_json = [](const eval::LossSplit& sp) {
+    nlohmann::json o;
+    for (int c = 0; c < eval::kCopyClasses; ++c)
+      o[eval::copy_class_name(static_cast<eval::CopyClass>(c))] = {
+          {"predictions", sp.count[c]}, {"delta_nll", sp.delta(c)}, {"share_of_extra_nll", sp.share(c)}};
+    return o;
+  };
   const eval::ModeResult& dsa =
       *std::find_if(res.begin(), res.end(), [](const eval::ModeResult& r) { return r.name == "DSA every layer"; });
   fs::create_directories(a.out_dir);
@@ -348,6 +366,7 @@ int run(const EvalArgs& a) {
     std::string corpus;
     std::vector<eval::ModeResult> res;  // in the order of dmodes
     std::string skipped;                // why, when the domain could not be run
+    std::vector<eval::LossSplit> splits;  // per mode, against the domain's dense run
   };
   std::vector<DomainRow> drows;
   std::vector<size_t> dmodes;  // indices into modes
@@ -384,6 +403,7 @@ int run(const EvalArgs& a) {
         dbar.update(done++, d.name + ", " + modes[i].name);
         if (row.skipped.empty()) row.res.push_back(eval::run_mode(s.model(), dt, modes[i], es));
       }
+      for (const auto& r : row.res) row.splits.push_back(split_of(dt, row.res[0], r));
       drows.push_back(std::move(row));
     }
     dbar.finish();
@@ -439,7 +459,8 @@ int run(const EvalArgs& a) {
                           {"r_layers", r.num_reindex}, {"reindex_calls", r.reindex_calls},
                           {"candidates", r.candidates ? nlohmann::json(r.candidates) : nlohmann::json(nullptr)},
                           {"indexer_flops_per_token", r.indexer_flops}, {"attention_flops_per_token", r.attention_flops},
-                          {"total_flops_per_token", r.total_flops}, {"seconds", r.seconds}, {"select_seconds", r.select_seconds}});
+                          {"total_flops_per_token", r.total_flops}, {"seconds", r.seconds}, {"select_seconds", r.select_seconds},
+                          {"loss_split_vs_dense", split_json(splits[static_cast<size_t>(&r - res.data())])}});
   }
   if (a.probes) {
     j["probes_source"] = "the eval split (held out from distillation and search)";
@@ -467,7 +488,8 @@ int run(const EvalArgs& a) {
         row["modes"].push_back({{"mode", r.res[c].name}, {"ppl", r.res[c].ppl},
                                 {"delta_vs_dense", r.res[c].ppl / r.res[0].ppl - 1},
                                 {"recall", std::isnan(r.res[c].recall) ? nlohmann::json(nullptr) : nlohmann::json(r.res[c].recall)},
-                                {"layer_recall", r.res[c].layer_recall}});
+                                {"layer_recall", r.res[c].layer_recall},
+                                {"loss_split_vs_dense", split_json(r.splits[c])}});
       dj.push_back(row);
     }
     j["domains"] = dj;
@@ -491,6 +513,18 @@ int run(const EvalArgs& a) {
   }
   for (const auto& r : res)
     if (!r.pattern.empty() && r.pattern != "dense") fmt::print("  {:<19} {}\n", r.name, r.pattern);
+  // Where the extra NLL goes: per class of prediction, the mean extra NLL against dense (nats per
+  // prediction) and that class's share of the mode's total extra.
+  fmt::print("\nwhere the loss goes (extra NLL vs dense per prediction, nats; share of the total extra):\n{:<19}", "mode");
+  for (int c = 0; c < eval::kCopyClasses; ++c)
+    fmt::print(" {:>21}", fmt::format("{} ({})", eval::copy_class_name(static_cast<eval::CopyClass>(c)), splits[0].count[c]));
+  fmt::print("\n");
+  for (size_t i = 1; i < res.size(); ++i) {
+    fmt::print("{:<19}", res[i].name);
+    for (int c = 0; c < eval::kCopyClasses; ++c)
+      fmt::print(" {:>21}", fmt::format("{:+.4f} ({:.0f}%)", splits[i].delta(c), 100 * splits[i].share(c)));
+    fmt::print("\n");
+  }
   if (a.probes) {
     // One column per probe region: perplexity of the region; for the pass key, the answer's NLL,
     // whether every answer token is the arg-max (yes / no) and, for DSA modes, the mean over
@@ -527,10 +561,15 @@ int run(const EvalArgs& a) {
     }
   }
   if (!a.domains.empty()) {
-    // Rows: domains; columns: the dense perplexity and every other mode's change against it.
+    // Rows: domains; columns: the dense perplexity and every other mode's change against it; last,
+    // the share of DSA every layer's extra NLL that falls on copyable predictions.
     fmt::print("\nper domain (eval split of each; * = held out of distillation and search), ppl vs dense:\n");
     fmt::print("{:<10} {:>9}", "domain", "dense ppl");
     for (size_t c = 1; c < dmodes.size(); ++c) fmt::print(" {:>17}", modes[dmodes[c]].name);
+    size_t dsa_c = 0;
+    for (size_t c = 1; c < dmodes.size(); ++c)
+      if (modes[dmodes[c]].name == "DSA every layer") dsa_c = c;
+    if (dsa_c) fmt::print(" {:>18}", "DSA extra on copies");
     fmt::print("\n");
     std::vector<double> sum(dmodes.size(), 0.0), worst(dmodes.size(), -1e300);
     int ran = 0;
@@ -547,6 +586,10 @@ int run(const EvalArgs& a) {
         sum[c] += dlt;
         worst[c] = std::max(worst[c], dlt);
         fmt::print(" {:>+16.2f}%", dlt);
+      }
+      if (dsa_c) {
+        const auto& sp = r.splits[dsa_c];
+        fmt::print(" {:>17.0f}%", 100 * (sp.share(0) + sp.share(1) + sp.share(2)));
       }
       fmt::print("\n");
     }
