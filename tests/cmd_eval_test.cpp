@@ -98,6 +98,34 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   EXPECT_GT(double(m[3]["indexer_flops_per_token"]), double(m[4]["indexer_flops_per_token"]));
   EXPECT_TRUE(m[2]["s_overlap"].is_null());
   EXPECT_GE(double(m[4]["s_overlap"]), 0.0);
+  // Loss split: the classes partition the scored predictions (ctx - 1 - ctx/2 per window); dense against itself has no extra loss; each mode's shares add up to 1.
+  for (const auto& mm : m) {
+    const auto& ls = mm["loss_split_vs_dense"];
+    ASSERT_EQ(ls.size(), 4u) << mm["mode"];
+    int64_t n = 0;
+    double share = 0.0;
+    for (const auto& [name, c] : ls.items()) {
+      n += int64_t(c["predictions"]);
+      share += double(c["share_of_extra_nll"]);
+      if (mm["mode"] == "dense") EXPECT_EQ(double(c["delta_nll"]), 0.0) << name;
+    }
+    EXPECT_EQ(n, int64_t(j["tokens_scored_per_window"])) << mm["mode"];
+    if (mm["mode"] != "dense" && mm["delta_vs_dense"] != 0.0) EXPECT_NEAR(share, 1.0, 1e-9) << mm["mode"];
+  }
+  // Distance profile of the recorded modes (oracle, DSA every layer): shares in [0, 1], the last
+  // bin ending at ctx.
+  for (int i : {1, 2}) {
+    const auto& bd = m[i]["selection_by_distance"];
+    ASSERT_FALSE(bd.is_null()) << m[i]["mode"];
+    EXPECT_EQ(bd["edges"].back(), 128);
+    ASSERT_EQ(bd["rate"].size(), bd["edges"].size() - 1);
+    for (const auto& v : bd["rate"])
+      if (!v.is_null()) {
+        EXPECT_GE(double(v), 0.0);
+        EXPECT_LE(double(v), 1.0);
+      }
+  }
+  EXPECT_FALSE(m[0].contains("selection_by_distance"));
   ASSERT_EQ(j["jaccard"].size(), static_cast<size_t>(layers_ * layers_));
   EXPECT_NEAR(double(j["jaccard"][0]), 1.0, 1e-12) << "a layer's sets equal themselves";
   // Probes: every mode has the five regions; copying makes the repeats easier than the first

@@ -222,7 +222,7 @@ int run(const EvalArgs& a) {
   for (size_t i = 0; i < modes.size(); ++i) {
     bar.update(static_cast<int64_t>(i), modes[i].name);
     eval::EvalSettings e = es;
-    if (modes[i].name == "DSA every layer") e.record_stride = 64;
+    if (modes[i].name == "DSA every layer" || modes[i].name == "oracle top-k") e.record_stride = 64;
     res.push_back(eval::run_mode(s.model(), tokens, modes[i], e));
   }
   bar.finish();
@@ -280,6 +280,14 @@ int run(const EvalArgs& a) {
           {"predictions", sp.count[c]}, {"delta_nll", sp.delta(c)}, {"share_of_extra_nll", sp.share(c)}};
     return o;
   };
+  // Which distances the sets reach (scored half of the window): oracle vs the learned indexers.
+  std::vector<int64_t> dist_edges = {0};
+  for (int64_t e = 16; e < a.ctx; e = e < 256 ? e * 4 : e * 2) dist_edges.push_back(e);  // 16, 64, 256, 512, ...
+  dist_edges.push_back(a.ctx);
+  std::vector<std::vector<double>> by_dist(res.size());
+  for (size_t i = 0; i < res.size(); ++i)
+    if (!res[i].recorded.empty())
+      by_dist[i] = eval::selection_by_distance(res[i].recorded, a.ctx, 0, 64, a.ctx / 2, dist_edges);
   const eval::ModeResult& dsa =
       *std::find_if(res.begin(), res.end(), [](const eval::ModeResult& r) { return r.name == "DSA every layer"; });
   fs::create_directories(a.out_dir);
@@ -461,6 +469,11 @@ int run(const EvalArgs& a) {
                           {"indexer_flops_per_token", r.indexer_flops}, {"attention_flops_per_token", r.attention_flops},
                           {"total_flops_per_token", r.total_flops}, {"seconds", r.seconds}, {"select_seconds", r.select_seconds},
                           {"loss_split_vs_dense", split_json(splits[static_cast<size_t>(&r - res.data())])}});
+    if (const auto& bd = by_dist[static_cast<size_t>(&r - res.data())]; !bd.empty()) {
+      nlohmann::json rate = nlohmann::json::array();
+      for (double v : bd) rate.push_back(std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v));
+      j["modes"].back()["selection_by_distance"] = {{"edges", dist_edges}, {"rate", rate}};
+    }
   }
   if (a.probes) {
     j["probes_source"] = "the eval split (held out from distillation and search)";
@@ -513,6 +526,16 @@ int run(const EvalArgs& a) {
   }
   for (const auto& r : res)
     if (!r.pattern.empty() && r.pattern != "dense") fmt::print("  {:<19} {}\n", r.name, r.pattern);
+  // Selection rate by distance (modes whose sets were recorded).
+  fmt::print("\nshare of the keys at each distance that the sets hold (rows of the scored half, all layers):\n{:<19}", "mode");
+  for (size_t b = 0; b + 1 < dist_edges.size(); ++b) fmt::print(" {:>10}", fmt::format("{}-{}", dist_edges[b], dist_edges[b + 1] - 1));
+  fmt::print("\n");
+  for (size_t i = 0; i < res.size(); ++i) {
+    if (by_dist[i].empty()) continue;
+    fmt::print("{:<19}", res[i].name);
+    for (double v : by_dist[i]) fmt::print(" {:>10}", fmt_or_dash(v, "{:.3f}"));
+    fmt::print("\n");
+  }
   // Where the extra NLL goes: per class of prediction, the mean extra NLL against dense (nats per
   // prediction) and that class's share of the mode's total extra.
   fmt::print("\nwhere the loss goes (extra NLL vs dense per prediction, nats; share of the total extra):\n{:<19}", "mode");

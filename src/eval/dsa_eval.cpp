@@ -108,4 +108,41 @@ std::vector<double> jaccard_matrix(const std::vector<std::vector<std::vector<int
   return J;
 }
 
+std::vector<double> selection_by_distance(const std::vector<std::vector<std::vector<int32_t>>>& rec, int64_t ctx,
+                                          int64_t from, int64_t stride, int64_t min_pos,
+                                          const std::vector<int64_t>& edges) {
+  IS_CHECK(stride >= 1 && ctx >= 1 && from >= 0, "selection_by_distance: stride ", stride, ", ctx ", ctx, ", from ", from);
+  IS_CHECK(edges.size() >= 2 && edges[0] >= 0, "selection_by_distance: need >= 2 edges from >= 0");
+  for (size_t b = 1; b < edges.size(); ++b)
+    IS_CHECK(edges[b] > edges[b - 1], "selection_by_distance: edges must increase");
+  const size_t B = edges.size() - 1;
+  const int64_t first = (from + stride - 1) / stride * stride;
+  const int64_t per_window = first < ctx ? (ctx - 1 - first) / stride + 1 : 0;
+  std::vector<double> hit(B, 0.0), avail(B, 0.0);
+  // The bin of distance d, or B when outside.
+  auto bin_of = [&](int64_t d) -> size_t {
+    const auto it = std::upper_bound(edges.begin(), edges.end(), d);
+    if (it == edges.begin() || it == edges.end()) return B;
+    return static_cast<size_t>(it - edges.begin()) - 1;
+  };
+  for (const auto& layer : rec)
+    for (size_t i = 0; i < layer.size() && per_window > 0; ++i) {
+      const int64_t t = first + static_cast<int64_t>(i % static_cast<size_t>(per_window)) * stride;
+      if (t < min_pos) continue;
+      for (size_t b = 0; b < B; ++b) {  // keys s in [0, t] with t - s in [edges[b], edges[b+1])
+        const int64_t lo = edges[b], hi = std::min(edges[b + 1], t + 1);
+        if (hi > lo) avail[b] += static_cast<double>(hi - lo);
+      }
+      for (int32_t sp : layer[i]) {
+        if (sp < 0 || sp > t) continue;
+        const size_t b = bin_of(t - sp);
+        if (b < B) hit[b] += 1.0;
+      }
+    }
+  std::vector<double> out(B, std::numeric_limits<double>::quiet_NaN());
+  for (size_t b = 0; b < B; ++b)
+    if (avail[b] > 0) out[b] = hit[b] / avail[b];
+  return out;
+}
+
 }  // namespace indexshare::eval

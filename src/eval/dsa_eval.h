@@ -59,6 +59,17 @@ ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens,
 // Matmul FLOPs per token of a Llama forward (2 per multiply-add; LM head included).
 double llama_matmul_flops_per_token(const model::LlamaConfig& c);
 
+// Which distances a mode's sets reach: for the recorded rows at positions t >= min_pos, per
+// distance bin [edges[b], edges[b + 1]), the share of the keys s <= t at distance t - s in the bin
+// that the row's set holds, pooled over rows and layers. Rows were recorded at the multiples of
+// `stride` from `from` on, in windows of ctx tokens (LlamaDsaBackend's record_stride /
+// record_from): row i of a layer sits at position f + (i mod m) * stride, f = the first multiple
+// >= from, m = the rows of one window. NaN for a bin with no key. Error on bad edges (fewer
+// than 2, not increasing, first < 0) or stride < 1.
+std::vector<double> selection_by_distance(const std::vector<std::vector<std::vector<int32_t>>>& recorded, int64_t ctx,
+                                          int64_t from, int64_t stride, int64_t min_pos,
+                                          const std::vector<int64_t>& edges);
+
 // Mean Jaccard similarity of the recorded sets of every pair of layers: [N, N] row-major.
 std::vector<double> jaccard_matrix(const std::vector<std::vector<std::vector<int32_t>>>& recorded);
 
