@@ -1,6 +1,7 @@
 #include "eval/loss_split.h"
 
-#include <unordered_map>
+#include <map>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -19,41 +20,18 @@ const char* copy_class_name(CopyClass c) {
 std::vector<CopyClass> copy_classes(std::span<const int32_t> window, int64_t first) {
   const int64_t n = static_cast<int64_t>(window.size());
   IS_CHECK(first >= 0 && first < n - 1, "copy_classes: first row ", first, " outside a window of ", n);
-  // Latest end position e of each trigram (t[e-2], t[e-1], t[e]) seen so far.
-  auto key = [&](int64_t e) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(window[e - 2])) * 0x9E3779B97F4A7C15ull) ^
-           (static_cast<uint64_t>(static_cast<uint32_t>(window[e - 1])) * 0xC2B2AE3D27D4EB4Full) ^
-           static_cast<uint64_t>(static_cast<uint32_t>(window[e]));
-  };
-  struct Tri { int32_t a, b, c; int64_t e; };
-  std::unordered_multimap<uint64_t, Tri> seen;  // hash -> trigrams (collisions resolved by value)
-  auto latest = [&](int32_t a, int32_t b, int32_t c, uint64_t h) {
-    int64_t best = -1;
-    auto [lo, hi] = seen.equal_range(h);
-    for (auto it = lo; it != hi; ++it)
-      if (it->second.a == a && it->second.b == b && it->second.c == c) best = std::max(best, it->second.e);
-    return best;
-  };
-  auto insert = [&](int64_t e) {
-    const uint64_t h = key(e);
-    auto [lo, hi] = seen.equal_range(h);
-    for (auto it = lo; it != hi; ++it)
-      if (it->second.a == window[e - 2] && it->second.b == window[e - 1] && it->second.c == window[e]) {
-        it->second.e = e;
-        return;
-      }
-    seen.emplace(h, Tri{window[e - 2], window[e - 1], window[e], e});
-  };
+  using Trigram = std::tuple<int32_t, int32_t, int32_t>;
+  auto trigram = [&](int64_t e) { return Trigram{window[e - 2], window[e - 1], window[e]}; };  // ends at e
+  std::map<Trigram, int64_t> latest_end;  // each trigram seen so far -> its latest end position
   std::vector<CopyClass> out;
   out.reserve(static_cast<size_t>(n - 1 - first));
   for (int64_t j = 1; j < n - 1; ++j) {
-    // Trigrams ending at or before j are the earlier occurrences row j can copy from (source i+1 <= j).
-    if (j >= 2) insert(j);
+    // Trigrams ending at or before j are the earlier occurrences row j can copy from (key i + 1 <= j).
+    if (j >= 2) latest_end[trigram(j)] = j;
     if (j < first) continue;
     CopyClass c = CopyClass::kNone;
-    const int64_t e = latest(window[j - 1], window[j], window[j + 1], key(j + 1));
-    if (e >= 0) {
-      const int64_t d = j - e;  // e = i + 1, the key holding the answer
+    if (const auto it = latest_end.find(trigram(j + 1)); it != latest_end.end()) {
+      const int64_t d = j - it->second;  // it->second = i + 1, the key holding the answer
       c = d < 64 ? CopyClass::kNear : d < 512 ? CopyClass::kMid : CopyClass::kFar;
     }
     out.push_back(c);
