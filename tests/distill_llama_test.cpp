@@ -63,6 +63,58 @@ TEST(DistillLlama, CapturedRowsAreTheSampledRowsOfTheFullCapture) {
   EXPECT_THROW(capture_layers(*tiny.model, ids, {40}), Error);
 }
 
+// head_max capture: each row is a distribution over the visible keys, and since max_h A_h >= mean_h
+// A_h pointwise and both sum to 1 over the row, P_max[s] >= P_mean[s] / Z with Z = sum max_h A_h
+// in [1, H]; the two targets differ; distillation on it is bitwise the same for 1 and 2 threads.
+TEST(DistillLlama, HeadMaxCaptureAndDistillation) {
+  auto tiny = testing_util::make_tiny_llama(31);
+  const auto ids = random_tokens(40, tiny.cfg.vocab, 32);
+  const std::vector<int64_t> rows = {3, 20, 39};
+  const LayerCapture mean = capture_layers(*tiny.model, ids, rows);
+  const LayerCapture mx = capture_layers(*tiny.model, ids, rows, true);
+  const double H = tiny.cfg.n_heads;
+  double differ = 0.0;
+  for (size_t l = 0; l < mean.P.size(); ++l) {
+    EXPECT_EQ(mx.x[l], mean.x[l]);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      double sum = 0.0, ratio_min = 1e300, ratio_max = 0.0;
+      for (size_t s = 0; s < ids.size(); ++s) {
+        const double a = mx.P[l][i * ids.size() + s], b = mean.P[l][i * ids.size() + s];
+        if (static_cast<int64_t>(s) > rows[i]) {
+          EXPECT_EQ(a, 0.0) << "future key";
+          continue;
+        }
+        sum += a;
+        if (b > 1e-6) {
+          ratio_min = std::min(ratio_min, a / b);
+          ratio_max = std::max(ratio_max, a / b);
+        }
+        differ = std::max(differ, std::abs(a - b));
+      }
+      EXPECT_NEAR(sum, 1.0, 1e-5);
+      // a / b = (max_h A_h / mean_h A_h) / Z lies in [1 / Z, H / Z] with Z in [1, H].
+      EXPECT_GE(ratio_min, 1.0 / H - 1e-4) << "layer " << l << " row " << rows[i];
+      EXPECT_LE(ratio_max, H + 1e-4) << "layer " << l << " row " << rows[i];
+    }
+  }
+  EXPECT_GT(differ, 1e-3) << "the max target should differ from the mean somewhere";
+  DistillOptions o = small_options();
+  o.head_max = true;
+  const auto tok = random_tokens(48 * 3, tiny.cfg.vocab, 33);
+  const int keep = num_threads();
+  set_num_threads(1);
+  const model::IndexerSet a = distill_indexers(*tiny.model, tok, o);
+  set_num_threads(2);
+  const model::IndexerSet b = distill_indexers(*tiny.model, tok, o);
+  set_num_threads(keep);
+  o.head_max = false;
+  const model::IndexerSet c = distill_indexers(*tiny.model, tok, o);
+  for (int l = 0; l < tiny.cfg.n_layers; ++l) {
+    EXPECT_EQ(a.layers[static_cast<size_t>(l)]->wq, b.layers[static_cast<size_t>(l)]->wq) << "layer " << l;
+    EXPECT_NE(a.layers[static_cast<size_t>(l)]->wq, c.layers[static_cast<size_t>(l)]->wq) << "layer " << l;
+  }
+}
+
 TEST(DistillLlama, LossDecreasesOnEveryLayer) {
   auto tiny = testing_util::make_tiny_llama(23);
   const auto ids = random_tokens(48 * 3, tiny.cfg.vocab, 24);
