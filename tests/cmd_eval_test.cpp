@@ -181,6 +181,7 @@ TEST_F(CmdEval, BadInputsAreErrors) {
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --modes \"uniform 1/3\"", "unknown mode 'uniform 1/3'");
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --reindexers \"" + reindex_ + "\" --candidates 8 --topk 16",
                "less than top-k");
+  expect_error(ix + "--probes --passkey-depths 0.5,1.5", "depth 1.5 is outside [0, 1]");
 }
 
 TEST_F(CmdEval, ModesRunsOnlyTheNamedOnesAndTheBaselines) {

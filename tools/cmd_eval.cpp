@@ -38,6 +38,7 @@ struct EvalArgs {
   int64_t measure_stride = 16;
   bool json = false;
   bool probes = false;
+  std::vector<double> passkey_depths = {0.1, 0.5, 0.9};
   std::string domains;  // "all" or a comma list: the per-domain table
   std::string only;     // --modes: a comma list of mode names to run (default: all)
   train::DistillOptions distill;
@@ -130,6 +131,9 @@ int run(const EvalArgs& a) {
   const int topk = a.topk > 0 ? a.topk : static_cast<int>(a.ctx / 8);
   IS_CHECK(topk <= a.ctx, "eval: --topk ", topk, " is larger than the context ", a.ctx);
   IS_CHECK(a.windows >= 1, "eval: --windows must be >= 1");
+  IS_CHECK(!a.passkey_depths.empty(), "eval: --passkey-depths needs at least one depth");
+  for (double d : a.passkey_depths)
+    IS_CHECK(d >= 0.0 && d <= 1.0, "eval: --passkey-depths: depth ", d, " is outside [0, 1]");
   const std::string fp = io::model_fingerprint(a.model);
   const std::string corpus_dir = a.corpus.empty() ? eval::default_corpus_dir() : a.corpus;
   const std::string cdir = cache_dir();
@@ -234,9 +238,8 @@ int run(const EvalArgs& a) {
   // (pass-key probes, DSA modes; empty otherwise).
   std::vector<std::vector<std::vector<double>>> needle(modes.size());
   if (a.probes) {
-    const double depths[] = {0.1, 0.5, 0.9};
     probes = eval::make_probes(tokens, [&](std::string_view t) { return s.tokenizer->encode(t, false, false); }, a.ctx,
-                               depths);
+                               a.passkey_depths);
     ProgressBar pbar("probes", static_cast<int64_t>(modes.size() * probes.size()), "windows");
     for (auto& m : needle) m.resize(probes.size());
     for (size_t i = 0; i < modes.size(); ++i)
@@ -330,8 +333,9 @@ int run(const EvalArgs& a) {
 
   std::string needle_png, copy_png;
   if (a.probes) {
-    // Per layer, how much of the needle the answer rows' sets hold, at the middle depth.
-    const size_t mid = probes.size() > 2 ? 2 : probes.size() - 1;
+    // Per layer, how much of the needle the answer rows' sets hold, at the middle one of the
+    // pass-key depths (probes[0] is the repeat probe).
+    const size_t mid = 1 + (probes.size() - 1) / 2;
     const eval::Rgb colors[] = {{0, 0, 0}, {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75}};
     std::vector<eval::Series> ns;
     for (size_t i = 0; i < modes.size(); ++i) {
@@ -658,7 +662,11 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
                  "also the per-domain table: all, or a comma list of python, c, cmake, prose, config, perl "
                  "(perl is held out of training)");
   app.add_flag("--probes", a->probes,
-               "also run the copy and retrieval probes (a passage repeated three times; a pass key at 10/50/90% depth)");
+               "also run the copy and retrieval probes (a passage repeated three times; a pass key at each of "
+               "--passkey-depths)");
+  app.add_option("--passkey-depths", a->passkey_depths, "depths of the pass key in the filler, fractions in [0, 1]")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--distill-sequences", a->distill.sequences, "sequences for a one-time distillation")->capture_default_str();
   app.add_option("--distill-seq-len", a->distill.seq_len, "tokens per distillation sequence")->capture_default_str();
   app.add_option("--distill-steps", a->distill.steps_per_sequence, "Adam steps per sequence")->capture_default_str();
