@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 
@@ -166,8 +167,10 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
       step = m * mag;
       break;
     }
+  // Integer multiples of the step (no drift from repeated addition; tick 0 is +0, never "-0").
   std::vector<double> t;
-  for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * step; v += step) t.push_back(v);
+  for (int64_t k = static_cast<int64_t>(std::ceil(lo / step)); k * step <= hi + 1e-9 * step; ++k)
+    t.push_back(k == 0 ? 0.0 : static_cast<double>(k) * step);
   return t;
 }
 
