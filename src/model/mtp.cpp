@@ -1,0 +1,109 @@
+#include "model/mtp.h"
+
+#include <vector>
+
+#include "core/error.h"
+#include "ops/norm.h"
+
+namespace indexshare::model {
+namespace {
+
+void check_matrix(const QMatrix& m, int64_t N, int64_t K, const char* name) {
+  IS_CHECK(m.data != nullptr, "MTP head: ", name, " is missing");
+  IS_CHECK(m.N == N && m.K == K, "MTP head: ", name, " has shape [", m.N, ", ", m.K, "], expected [", N, ", ", K,
+           "] for this model");
+}
+
+void check_vector(const std::vector<float>& v, int64_t n, const char* name) {
+  IS_CHECK(static_cast<int64_t>(v.size()) == n, "MTP head: ", name, " has ", v.size(), " values, expected ", n);
+}
+
+}  // namespace
+
+void final_norm(const LlamaModel& m, const float* x, int64_t rows, float* y) {
+  ops::NormParams p;
+  p.x = x;
+  p.weight = m.weights().output_norm;
+  p.y = y;
+  p.T = rows;
+  p.n = m.config().d_model;
+  p.eps = m.config().rms_eps;
+  ops::rms_norm(p);
+}
+
+MtpHead::MtpHead(const LlamaModel& base, MtpWeights w) : base_(base), w_(std::move(w)) {
+  const LlamaConfig& b = base_.config();
+  const int64_t d = b.d_model, q = int64_t{b.n_heads} * b.head_dim, kv = int64_t{b.n_kv_heads} * b.head_dim;
+  check_vector(w_.enorm, d, "enorm");
+  check_vector(w_.hnorm, d, "hnorm");
+  check_vector(w_.shared_head_norm, d, "shared_head_norm");
+  check_matrix(w_.eh_proj, d, 2 * d, "eh_proj");
+  const LlamaLayerWeights& L = w_.block;
+  IS_CHECK(L.attn_norm != nullptr && L.ffn_norm != nullptr, "MTP head: the block's norm weights are missing");
+  check_matrix(L.wq, q, d, "block wq");
+  check_matrix(L.wk, kv, d, "block wk");
+  check_matrix(L.wv, kv, d, "block wv");
+  check_matrix(L.wo, d, q, "block wo");
+  check_matrix(L.w_gate, b.ffn_dim, d, "block w_gate");
+  check_matrix(L.w_up, b.ffn_dim, d, "block w_up");
+  check_matrix(L.w_down, d, b.ffn_dim, "block w_down");
+  if (w_.indexer) {
+    w_.indexer->cfg.validate();
+    IS_CHECK(w_.indexer->cfg.d_model == b.d_model, "MTP head: its indexer reads d_model ", w_.indexer->cfg.d_model,
+             " but the model's hidden size is ", b.d_model);
+  }
+  LlamaConfig c = b;
+  c.n_layers = 1;
+  LlamaWeights lw;
+  lw.token_embd = base_.weights().token_embd;
+  lw.output = base_.weights().output;
+  lw.output_norm = w_.shared_head_norm.data();
+  lw.layers = {w_.block};
+  block_ = std::make_unique<LlamaModel>(c, std::move(lw));
+}
+
+void MtpHead::forward(const float* h, const int32_t* next, int64_t T, KvCache& cache, float* g, float* logits,
+                      int64_t logit_rows, AttentionBackend* backend) const {
+  IS_CHECK(T > 0, "MTP head: no rows");
+  IS_CHECK(h != nullptr && next != nullptr, "MTP head: h or next is null");
+  IS_CHECK(logit_rows >= 0 && logit_rows <= T, "MTP head: logit rows ", logit_rows, " outside [0, ", T, "]");
+  IS_CHECK(logit_rows == 0 || logits != nullptr, "MTP head: logits is null");
+  IS_CHECK(cache.layers() == 1, "MTP head: the KV cache was not reset for the MTP block (block_model())");
+  const int64_t d = base_.config().d_model;
+  thread_local std::vector<float> cat, u;
+  cat.resize(static_cast<size_t>(T * 2 * d));
+  u.resize(static_cast<size_t>(T * d));
+  // [enorm(embed(next)) ; hnorm(h)] row by row.
+  base_.embed_tokens(next, T, u.data());
+  for (int64_t t = 0; t < T; ++t) {
+    ops::NormParams p;
+    p.T = 1;
+    p.n = d;
+    p.eps = base_.config().rms_eps;
+    p.x = u.data() + t * d;
+    p.weight = w_.enorm.data();
+    p.y = cat.data() + t * 2 * d;
+    ops::rms_norm(p);
+    p.x = h + t * d;
+    p.weight = w_.hnorm.data();
+    p.y = cat.data() + t * 2 * d + d;
+    ops::rms_norm(p);
+  }
+  matmul(w_.eh_proj, cat.data(), T, u.data());
+  const int64_t pos0 = cache.length;
+  block_->forward_layers(0, 1, u.data(), T, pos0, cache, backend);
+  cache.length += T;
+  if (g != nullptr) {
+    ops::NormParams p;
+    p.x = u.data();
+    p.weight = w_.shared_head_norm.data();
+    p.y = g;
+    p.T = T;
+    p.n = d;
+    p.eps = base_.config().rms_eps;
+    ops::rms_norm(p);
+  }
+  if (logit_rows > 0) block_->output_logits(u.data() + (T - logit_rows) * d, logit_rows, logits);
+}
+
+}  // namespace indexshare::model

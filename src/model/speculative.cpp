@@ -1,0 +1,434 @@
+#include "model/speculative.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "core/error.h"
+#include "ops/sparse_attention.h"
+
+namespace indexshare::model {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Target forward of T tokens: appends to the cache, writes every row's logits [T, V] and final
+// hidden state after the final norm [T, d] (bit for bit what forward() computes for the logits).
+void target_forward(const LlamaModel& m, const int32_t* tokens, int64_t T, KvCache& cache, AttentionBackend* be,
+                    std::vector<float>& logits, std::vector<float>& hidden, bool all_logits) {
+  const int64_t d = m.config().d_model, V = m.config().vocab;
+  IS_CHECK(cache.length + T <= cache.capacity, "speculative: ", cache.length, " cached + ", T,
+           " new tokens exceed the capacity of ", cache.capacity);
+  std::vector<float>& x = hidden;
+  x.resize(static_cast<size_t>(T * d));
+  m.embed_tokens(tokens, T, x.data());
+  m.forward_layers(0, m.config().n_layers, x.data(), T, cache.length, cache, be);
+  cache.length += T;
+  const int64_t rows = all_logits ? T : 1;
+  logits.resize(static_cast<size_t>(rows * V));
+  m.output_logits(x.data() + (T - rows) * d, rows, logits.data());
+  final_norm(m, x.data(), T, x.data());
+}
+
+void check_draft_attention(const SpeculativeOptions& o, const MtpHead& head, AttentionBackend* target_backend) {
+  if (o.draft_attention != DraftAttention::kDense)
+    IS_CHECK(o.topk > 0, "speculative: draft attention '", draft_attention_name(o.draft_attention),
+             "' needs a top-k > 0");
+  if (o.draft_attention == DraftAttention::kIndexer || o.draft_attention == DraftAttention::kShareStep0)
+    IS_CHECK(head.has_indexer(), "speculative: draft attention '", draft_attention_name(o.draft_attention),
+             "' runs the MTP head's own indexer, but this MTP file has none");
+  if (o.draft_attention == DraftAttention::kShareTarget) {
+    const auto* dsa = dynamic_cast<LlamaDsaBackend*>(target_backend);
+    IS_CHECK(dsa != nullptr,
+             "speculative: draft attention 'share-target' reuses the target's DSA top-k, but the target runs dense "
+             "attention (give it --dsa)");
+    IS_CHECK(dsa->options().topk == o.topk, "speculative: share-target reuses the target's top-", dsa->options().topk,
+             " sets; the draft's top-k is ", o.topk);
+  }
+}
+
+}  // namespace
+
+const char* draft_attention_name(DraftAttention a) {
+  switch (a) {
+    case DraftAttention::kDense: return "dense";
+    case DraftAttention::kIndexer: return "indexer";
+    case DraftAttention::kShareStep0: return "share-step0";
+    case DraftAttention::kShareTarget: return "share-target";
+  }
+  return "?";
+}
+
+int32_t greedy_token(std::span<const float> logits) {
+  IS_CHECK(!logits.empty(), "speculative: empty logits");
+  int32_t best = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    IS_CHECK(!std::isnan(logits[i]), "speculative: logit ", i, " is NaN");
+    if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+void softmax_t(std::span<const float> logits, float temperature, std::span<float> p) {
+  IS_CHECK(temperature > 0.0f && std::isfinite(temperature), "speculative: temperature must be > 0, got ", temperature);
+  IS_CHECK(p.size() == logits.size(), "speculative: softmax sizes differ");
+  const float mx = logits[static_cast<size_t>(greedy_token(logits))];
+  double sum = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) sum += (p[i] = std::exp((logits[i] - mx) / temperature));
+  for (float& v : p) v = static_cast<float>(v / sum);
+}
+
+int32_t sample_index(std::span<const float> p, std::mt19937_64& rng) {
+  IS_CHECK(!p.empty(), "speculative: empty distribution");
+  double total = 0.0;
+  for (float v : p) total += v;
+  IS_CHECK(total > 0.0 && std::isfinite(total), "speculative: the distribution sums to ", total);
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng);
+  int32_t last = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] <= 0.0f) continue;
+    last = static_cast<int32_t>(i);
+    r -= p[i];
+    if (r < 0.0) return last;
+  }
+  return last;
+}
+
+VerifyResult verify_draft_token(std::span<const float> p, std::span<const float> q, int32_t d, std::mt19937_64& rng) {
+  IS_CHECK(p.size() == q.size() && !p.empty(), "speculative: p and q sizes differ");
+  IS_CHECK(d >= 0 && static_cast<size_t>(d) < p.size(), "speculative: draft token ", d, " outside [0, ", p.size(), ")");
+  const double pd = p[static_cast<size_t>(d)], qd = q[static_cast<size_t>(d)];
+  IS_CHECK(qd > 0.0, "speculative: the draft token ", d, " has draft probability 0");
+  if (pd >= qd || std::uniform_real_distribution<double>(0.0, 1.0)(rng) < pd / qd) return {true, d};
+  std::vector<float> r(p.size());
+  double total = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) total += (r[i] = std::max(0.0f, p[i] - q[i]));
+  if (!(total > 0.0)) return {false, sample_index(p, rng)};
+  return {false, sample_index(r, rng)};
+}
+
+// The head's attention backend: dense, its own indexer (a one-layer LlamaDsaBackend), or a
+// set shared from an earlier step or from the target.
+class SpeculativeDecoder::DraftBackend : public AttentionBackend {
+ public:
+  DraftBackend(const MtpHead& head, const SpeculativeOptions& o) : head_(head), o_(o) {
+    const LlamaConfig& c = head.block_model().config();
+    if (o.draft_attention == DraftAttention::kIndexer || o.draft_attention == DraftAttention::kShareStep0) {
+      set_.cfg = head.weights().indexer->cfg;
+      set_.layers = {head.weights().indexer};
+      DsaOptions d;
+      d.topk = o.topk;
+      d.schedule = share::Schedule::all_full(1);
+      d.indexers = &set_;
+      d.capacity = o.capacity;
+      dsa_ = std::make_unique<LlamaDsaBackend>(c, d);
+    }
+  }
+
+  // Before each head forward: step 0 (catch-up rows) or a later draft step.
+  void begin_step(bool step0) { step0_ = step0; }
+  // kShareTarget: the target's sets for rows at positions pos0 .. pos0 + rows - 1.
+  void add_target_sets(const DsaSharedTopk& s) {
+    IS_CHECK(s.source >= 0 && s.rows > 0, "speculative: the target's DSA backend left no top-k (share-target)");
+    const size_t k = static_cast<size_t>(o_.topk);
+    IS_CHECK(s.indices.size() == static_cast<size_t>(s.rows) * k, "speculative: the target's top-k is ",
+             s.indices.size() / std::max<int64_t>(1, s.rows), " wide, the draft's is ", k,
+             " (share-target needs the same --dsa-topk)");
+    for (int64_t r = 0; r < s.rows; ++r)
+      target_sets_[s.pos0 + r].assign(s.indices.begin() + static_cast<ptrdiff_t>(r * k),
+                                      s.indices.begin() + static_cast<ptrdiff_t>((r + 1) * k));
+  }
+  // Sets of positions < pos are no longer needed.
+  void drop_target_sets_before(int64_t pos) { target_sets_.erase(target_sets_.begin(), target_sets_.lower_bound(pos)); }
+  void begin_sequence() override {
+    if (dsa_) dsa_->begin_sequence();
+    target_sets_.clear();
+    saved_.clear();
+    saved_pos_ = -1;
+  }
+  int64_t indexer_calls = 0;
+
+  bool attend(const AttentionCall& a) override {
+    switch (o_.draft_attention) {
+      case DraftAttention::kDense: return false;
+      case DraftAttention::kIndexer: ++indexer_calls; return dsa_->attend(a);
+      case DraftAttention::kShareStep0:
+        if (step0_) {
+          ++indexer_calls;
+          dsa_->attend(a);
+          const DsaSharedTopk s = dsa_->shared_topk();
+          const size_t k = static_cast<size_t>(o_.topk);
+          saved_.assign(s.indices.end() - static_cast<ptrdiff_t>(k), s.indices.end());
+          saved_pos_ = a.pos0 + a.T - 1;
+          return true;
+        }
+        return reuse(a, saved_, saved_pos_);
+      case DraftAttention::kShareTarget: {
+        if (step0_) {
+          // Row i attends over the target's set for position i.
+          const size_t k = static_cast<size_t>(o_.topk);
+          rows_.assign(static_cast<size_t>(a.T) * k, -1);
+          for (int64_t t = 0; t < a.T; ++t) {
+            const auto it = target_sets_.find(a.pos0 + t);
+            IS_CHECK(it != target_sets_.end(), "speculative: no target top-k for position ", a.pos0 + t);
+            std::copy(it->second.begin(), it->second.end(), rows_.begin() + static_cast<ptrdiff_t>(t * k));
+          }
+          run_sparse(a, rows_, static_cast<int>(k));
+          last_target_ = target_sets_.rbegin()->second;
+          last_target_pos_ = target_sets_.rbegin()->first;
+          return true;
+        }
+        return reuse(a, last_target_, last_target_pos_);
+      }
+    }
+    return false;
+  }
+
+ private:
+  // Rows after position `from`: the set chosen at `from` plus every position in (from, row].
+  bool reuse(const AttentionCall& a, const std::vector<int32_t>& set, int64_t from) {
+    IS_CHECK(from >= 0, "speculative: a later draft step ran before step 0");
+    const int64_t extra = a.pos0 + a.T - 1 - from;
+    const int K = static_cast<int>(static_cast<int64_t>(set.size()) + std::max<int64_t>(extra, 0));
+    rows_.assign(static_cast<size_t>(a.T) * static_cast<size_t>(K), -1);
+    for (int64_t t = 0; t < a.T; ++t) {
+      int32_t* r = rows_.data() + t * K;
+      std::copy(set.begin(), set.end(), r);
+      int j = static_cast<int>(set.size());
+      for (int64_t s = from + 1; s <= a.pos0 + t; ++s) r[j++] = static_cast<int32_t>(s);
+    }
+    run_sparse(a, rows_, K);
+    return true;
+  }
+  void run_sparse(const AttentionCall& a, const std::vector<int32_t>& idx, int K) {
+    const LlamaConfig& c = head_.block_model().config();
+    ops::SparseAttentionParams sp;
+    sp.q = a.q;
+    sp.k = a.k;
+    sp.v = a.v;
+    sp.k16 = a.k16;
+    sp.v16 = a.v16;
+    sp.indices = idx.data();
+    sp.T = a.T;
+    sp.L = a.L;
+    sp.H = c.n_heads;
+    sp.H_kv = c.n_kv_heads;
+    sp.Dk = c.head_dim;
+    sp.Dv = c.head_dim;
+    sp.K = K;
+    sp.scale = a.scale;
+    sp.out = a.out;
+    ops::sparse_attention(sp);
+  }
+
+  const MtpHead& head_;
+  SpeculativeOptions o_;
+  IndexerSet set_;
+  std::unique_ptr<LlamaDsaBackend> dsa_;
+  bool step0_ = true;
+  std::vector<int32_t> saved_, rows_, last_target_;
+  int64_t saved_pos_ = -1, last_target_pos_ = -1;
+  std::map<int64_t, std::vector<int32_t>> target_sets_;
+};
+
+SpeculativeDecoder::SpeculativeDecoder(const LlamaModel& target, const MtpHead& head, SpeculativeOptions o,
+                                       AttentionBackend* target_backend)
+    : target_(target), head_(head), o_(o), target_backend_(target_backend), rng_(o.seed) {
+  IS_CHECK(&head.base() == &target, "speculative: the MTP head was loaded for another model object");
+  IS_CHECK(o_.draft_tokens >= 1, "speculative: --draft must be >= 1, got ", o_.draft_tokens);
+  IS_CHECK(o_.temperature >= 0.0f && std::isfinite(o_.temperature), "speculative: temperature must be >= 0, got ",
+           o_.temperature);
+  IS_CHECK(o_.capacity > 0, "speculative: capacity must be > 0");
+  check_draft_attention(o_, head, target_backend);
+  draft_ = std::make_unique<DraftBackend>(head, o_);
+  tcache_.reset(target.config(), o_.capacity);
+  hcache_.reset(head.block_model().config(), o_.capacity);
+}
+
+SpeculativeDecoder::~SpeculativeDecoder() = default;
+
+std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> prompt, int max_new,
+                                                  const std::function<bool(int32_t)>& on_token) {
+  IS_CHECK(!prompt.empty(), "speculative: the prompt is empty");
+  IS_CHECK(max_new >= 0, "speculative: max_new must be >= 0");
+  const int N = o_.draft_tokens;
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  IS_CHECK(n + max_new + N <= o_.capacity, "speculative: prompt (", n, ") + new tokens (", max_new, ") + draft (", N,
+           ") exceed the capacity of ", o_.capacity);
+  const int64_t d = target_.config().d_model, V = target_.config().vocab;
+  const bool greedy = o_.temperature == 0.0f;
+  auto* target_dsa = dynamic_cast<LlamaDsaBackend*>(target_backend_);
+  const bool share_target = o_.draft_attention == DraftAttention::kShareTarget;
+  stats_ = {};
+  stats_.accepted_hist.assign(static_cast<size_t>(N + 1), 0);
+  tcache_.length = 0;
+  hcache_.clear();
+  if (target_backend_) target_backend_->begin_sequence();
+  draft_->begin_sequence();
+
+  std::vector<int32_t> seq(prompt.begin(), prompt.end());
+  std::vector<int32_t> out;
+  std::vector<float> logits, hidden, pending_h, gl;  // pending_h: hidden rows the head has not read
+  std::vector<float> p(static_cast<size_t>(V)), g(static_cast<size_t>(d)), hl(static_cast<size_t>(V));
+  std::vector<float> q(static_cast<size_t>(N) * V);
+  bool stop = max_new == 0;
+  auto emit = [&](int32_t t) {
+    seq.push_back(t);
+    out.push_back(t);
+    if ((on_token && !on_token(t)) || t == o_.stop_token || static_cast<int>(out.size()) >= max_new) stop = true;
+  };
+  auto choose = [&](const float* row) -> int32_t {
+    const std::span<const float> r(row, static_cast<size_t>(V));
+    if (greedy) return greedy_token(r);
+    softmax_t(r, o_.temperature, p);
+    return sample_index(p, rng_);
+  };
+
+  auto t0 = std::chrono::steady_clock::now();
+  const bool reuse = last_prompt_.size() == prompt.size() && std::equal(prompt.begin(), prompt.end(), last_prompt_.begin());
+  if (reuse) {
+    tcache_.length = n;  // the cached rows beyond n are overwritten as the sequence grows
+    logits = last_logits_;
+    hidden = last_hidden_;
+  } else {
+    last_prompt_.clear();
+    target_forward(target_, seq.data(), n, tcache_, target_backend_, logits, hidden, false);
+    if (target_dsa) last_sets_ = target_dsa->shared_topk();
+    last_prompt_.assign(prompt.begin(), prompt.end());
+    last_logits_ = logits;
+    last_hidden_ = hidden;
+  }
+  if (share_target) draft_->add_target_sets(last_sets_);
+  pending_h = hidden;
+  stats_.prefill_reused = reuse;
+  stats_.prefill_seconds = seconds_since(t0);
+  const auto t_gen = std::chrono::steady_clock::now();
+  if (!stop) emit(choose(logits.data()));
+
+  std::vector<int32_t> drafts(static_cast<size_t>(N)), verify(static_cast<size_t>(N + 1));
+  while (!stop) {
+    const int64_t m = tcache_.length;  // seq[m] is the pending token
+    // Never draft past the capacity or the tokens still wanted.
+    const int n_draft = static_cast<int>(std::min<int64_t>(N, max_new - static_cast<int64_t>(out.size())));
+    // 1. The head catches up on rows hcache_.length .. m - 1 (true hidden states) and drafts d_1.
+    t0 = std::chrono::steady_clock::now();
+    const int64_t c0 = hcache_.length, rows = m - c0;
+    IS_CHECK(rows >= 1 && static_cast<int64_t>(pending_h.size()) == rows * d, "speculative: internal state");
+    draft_->begin_step(true);
+    gl.resize(static_cast<size_t>(rows * d));
+    head_.forward(pending_h.data(), seq.data() + c0 + 1, rows, hcache_, gl.data(), hl.data(), 1, draft_.get());
+    std::copy(gl.end() - d, gl.end(), g.begin());  // the last row's output, read by the next step
+    for (int j = 0; j < n_draft; ++j) {
+      float* qj = q.data() + static_cast<size_t>(j) * V;
+      if (greedy) {
+        drafts[static_cast<size_t>(j)] = greedy_token(hl);
+      } else {
+        softmax_t(hl, o_.temperature, std::span<float>(qj, static_cast<size_t>(V)));
+        drafts[static_cast<size_t>(j)] = sample_index(std::span<const float>(qj, static_cast<size_t>(V)), rng_);
+      }
+      if (j + 1 == n_draft) break;
+      draft_->begin_step(false);
+      const int32_t next = drafts[static_cast<size_t>(j)];
+      head_.forward(g.data(), &next, 1, hcache_, g.data(), hl.data(), 1, draft_.get());
+    }
+    hcache_.length = m;  // draft rows are rewritten from true hidden states next round
+    stats_.draft_seconds += seconds_since(t0);
+    stats_.draft_indexer_calls = draft_->indexer_calls;
+    stats_.drafted += n_draft;
+
+    // 2. The target scores [pending, d_1 .. d_n] in one forward.
+    t0 = std::chrono::steady_clock::now();
+    verify[0] = seq[static_cast<size_t>(m)];
+    std::copy(drafts.begin(), drafts.begin() + n_draft, verify.begin() + 1);
+    target_forward(target_, verify.data(), n_draft + 1, tcache_, target_backend_, logits, hidden, true);
+    stats_.target_seconds += seconds_since(t0);
+
+    // 3. Accept the longest agreeing prefix, then the target's own token.
+    int a = 0;
+    int32_t next = -1;
+    for (; a < n_draft; ++a) {
+      const float* row = logits.data() + static_cast<size_t>(a) * V;
+      const int32_t dj = drafts[static_cast<size_t>(a)];
+      if (greedy) {
+        const int32_t t = greedy_token(std::span<const float>(row, static_cast<size_t>(V)));
+        if (t != dj) {
+          next = t;
+          break;
+        }
+      } else {
+        softmax_t(std::span<const float>(row, static_cast<size_t>(V)), o_.temperature, p);
+        const VerifyResult r = verify_draft_token(p, std::span<const float>(q.data() + static_cast<size_t>(a) * V, static_cast<size_t>(V)), dj, rng_);
+        if (!r.accepted) {
+          next = r.token;
+          break;
+        }
+      }
+    }
+    if (a == n_draft) next = choose(logits.data() + static_cast<size_t>(n_draft) * V);
+    ++stats_.rounds;
+    stats_.accepted += a;
+    ++stats_.accepted_hist[static_cast<size_t>(a)];
+    // Rows m .. m + a are verified; later rows are rolled back.
+    tcache_.length = m + a + 1;
+    pending_h.assign(hidden.begin(), hidden.begin() + static_cast<ptrdiff_t>((a + 1) * d));
+    if (share_target) {
+      DsaSharedTopk s = target_dsa->shared_topk();
+      s.rows = a + 1;
+      s.indices.resize(static_cast<size_t>(s.rows) * static_cast<size_t>(o_.topk));
+      draft_->drop_target_sets_before(m);
+      draft_->add_target_sets(s);
+    }
+    const size_t before = out.size();
+    for (int j = 0; j < a && !stop; ++j) emit(drafts[static_cast<size_t>(j)]);
+    if (!stop) emit(next);
+    stats_.emitted += static_cast<int64_t>(out.size() - before);
+  }
+  stats_.generate_seconds = seconds_since(t_gen);
+  return out;
+}
+
+void SpeculativeDecoder::set_draft(int draft_tokens, DraftAttention attention) {
+  SpeculativeOptions o = o_;
+  o.draft_tokens = draft_tokens;
+  o.draft_attention = attention;
+  IS_CHECK(draft_tokens >= 1, "speculative: --draft must be >= 1, got ", draft_tokens);
+  check_draft_attention(o, head_, target_backend_);
+  o_ = o;
+  draft_ = std::make_unique<DraftBackend>(head_, o_);
+}
+
+std::vector<int32_t> plain_decode(const LlamaModel& target, std::span<const int32_t> prompt, int max_new, float temperature,
+                                  uint64_t seed, int64_t capacity, AttentionBackend* backend, int32_t stop_token,
+                                  PlainStats* stats) {
+  IS_CHECK(!prompt.empty(), "plain decode: the prompt is empty");
+  IS_CHECK(static_cast<int64_t>(prompt.size()) + max_new <= capacity, "plain decode: prompt + new tokens exceed the capacity");
+  const int64_t V = target.config().vocab;
+  KvCache cache;
+  cache.reset(target.config(), capacity);
+  if (backend) backend->begin_sequence();
+  std::vector<float> logits(static_cast<size_t>(V)), p(static_cast<size_t>(V));
+  std::mt19937_64 rng(seed);
+  auto choose = [&]() -> int32_t {
+    if (temperature == 0.0f) return greedy_token(logits);
+    softmax_t(logits, temperature, p);
+    return sample_index(p, rng);
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  target.forward(prompt.data(), static_cast<int64_t>(prompt.size()), cache, logits.data(), false, backend);
+  if (stats) stats->prefill_seconds = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  std::vector<int32_t> out;
+  while (static_cast<int>(out.size()) < max_new) {
+    const int32_t t = choose();
+    out.push_back(t);
+    if (t == stop_token || static_cast<int>(out.size()) == max_new) break;
+    target.forward(&t, 1, cache, logits.data(), false, backend);
+  }
+  if (stats) stats->decode_seconds = seconds_since(t0);
+  return out;
+}
+
+}  // namespace indexshare::model

@@ -1,0 +1,125 @@
+// Speculative decoding with an MTP head (model/mtp.h) as the drafter, on the CPU.
+//
+// Each round: the MTP head catches up on the positions the target has verified since the last
+// round (their true hidden states), drafts N tokens (the first from that catch-up, the rest by
+// applying the head to its own output), and the target scores the pending token and the N drafts
+// in one forward. Greedy: a draft is accepted while it equals the target's argmax (lower id on
+// ties, as model::Sampler); the first mismatch, or the row after the last draft, gives the target's
+// own token. Sampling (temperature > 0): draft d_j ~ q_j is kept with probability
+// min(1, p_j(d_j) / q_j(d_j)), a rejection draws from norm(max(0, p_j - q_j)) (Leviathan et al.,
+// Chen et al. 2023), so every emitted token is distributed as the target alone would give it.
+// Rejected rows are rolled back by cache length: the target's KV cache, its DSA backend's
+// indexer-K cache and the head's cache are written by position, so the next round overwrites them.
+//
+// The head's attention (DraftAttention):
+//   kDense       dense causal attention over the head's KV cache;
+//   kIndexer     DSA with the head's own lightning indexer at every draft step (top-k `topk`);
+//   kShareStep0  the indexer runs at the round's first draft step (the catch-up rows, whose last
+//                row drafts d_1); later steps reuse that row's top-k plus the positions after it
+//                (vLLM's index_share_for_mtp_iteration rule);
+//   kShareTarget no draft indexer: each catch-up row i uses the top-k the target's last F layer
+//                chose for row i; later steps reuse the last verified row's set plus the positions
+//                after it (needs a LlamaDsaBackend target).
+// Below `topk` keys every mode is dense.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "model/llama_dsa.h"
+#include "model/llama_model.h"
+#include "model/mtp.h"
+
+namespace indexshare::model {
+
+enum class DraftAttention { kDense, kIndexer, kShareStep0, kShareTarget };
+const char* draft_attention_name(DraftAttention a);  // "dense", "indexer", "share-step0", "share-target"
+
+struct SpeculativeOptions {
+  int draft_tokens = 3;       // N >= 1
+  float temperature = 0.0f;   // 0 = greedy
+  uint64_t seed = 0;
+  DraftAttention draft_attention = DraftAttention::kDense;
+  int topk = 0;               // the draft's DSA top-k (every mode but kDense)
+  int64_t capacity = 0;       // tokens per sequence (prompt + generated + N)
+  int32_t stop_token = -1;    // generation ends after emitting it (-1: none)
+};
+
+struct SpeculativeStats {
+  int64_t rounds = 0;            // target verification forwards
+  int64_t drafted = 0;           // draft tokens proposed
+  int64_t accepted = 0;          // draft tokens accepted
+  int64_t emitted = 0;           // tokens emitted by the rounds (accepted + the target's own)
+  std::vector<int64_t> accepted_hist;  // [N + 1]: rounds by number of accepted drafts
+  int64_t draft_indexer_calls = 0;     // draft steps that ran the head's indexer
+  bool prefill_reused = false;   // the prompt was the previous call's: its prefill was kept
+  double prefill_seconds = 0.0, target_seconds = 0.0, draft_seconds = 0.0;
+  double generate_seconds = 0.0;  // wall time after the prefill (every round, all overheads)
+  // Tokens per target forward (each round emits accepted + 1).
+  double acceptance_length() const { return rounds > 0 ? static_cast<double>(emitted) / rounds : 0.0; }
+};
+
+// One verification position under sampling: target probabilities p, draft probabilities q
+// (each [V], summing to 1), the draft token d (drawn from q). Accepts d with probability
+// min(1, p[d] / q[d]); otherwise draws from max(0, p - q) renormalised (from p if that is all
+// zero, which only happens when p == q).
+struct VerifyResult {
+  bool accepted = false;
+  int32_t token = -1;
+};
+VerifyResult verify_draft_token(std::span<const float> p, std::span<const float> q, int32_t d, std::mt19937_64& rng);
+// A draw from probabilities p (summing to 1).
+int32_t sample_index(std::span<const float> p, std::mt19937_64& rng);
+// softmax(logits / temperature) into p.
+void softmax_t(std::span<const float> logits, float temperature, std::span<float> p);
+// argmax, the lower id on ties; NaN logits are an Error.
+int32_t greedy_token(std::span<const float> logits);
+
+class SpeculativeDecoder {
+ public:
+  // target_backend: the target's attention (nullptr = dense). kShareTarget needs a
+  // LlamaDsaBackend there; kIndexer and kShareStep0 need a head with an indexer.
+  SpeculativeDecoder(const LlamaModel& target, const MtpHead& head, SpeculativeOptions o,
+                     AttentionBackend* target_backend = nullptr);
+  ~SpeculativeDecoder();
+
+  // Prefills the prompt (>= 1 token) and generates up to max_new tokens (fewer after the stop
+  // token). on_token (optional) sees each emitted token in order; returning false stops.
+  // When the prompt equals the previous call's, its prefill (the target's caches up to the
+  // prompt, the last logits, the hidden rows) is reused: the output is the same either way.
+  std::vector<int32_t> generate(std::span<const int32_t> prompt, int max_new,
+                                const std::function<bool(int32_t)>& on_token = {});
+  const SpeculativeStats& stats() const { return stats_; }
+  // Another draft length / draft attention for the next calls (the prefill stays reusable).
+  void set_draft(int draft_tokens, DraftAttention attention);
+
+ private:
+  class DraftBackend;
+  const LlamaModel& target_;
+  const MtpHead& head_;
+  SpeculativeOptions o_;
+  AttentionBackend* target_backend_;
+  std::unique_ptr<DraftBackend> draft_;
+  KvCache tcache_, hcache_;
+  SpeculativeStats stats_;
+  std::mt19937_64 rng_;
+  // The last prompt's prefill.
+  std::vector<int32_t> last_prompt_;
+  std::vector<float> last_logits_, last_hidden_;
+  DsaSharedTopk last_sets_;
+};
+
+// Plain decoding for comparison (the same sampling rule as the speculative path's target: greedy
+// or softmax at `temperature`): prefill, then one forward per token.
+struct PlainStats {
+  double prefill_seconds = 0.0, decode_seconds = 0.0;
+};
+std::vector<int32_t> plain_decode(const LlamaModel& target, std::span<const int32_t> prompt, int max_new, float temperature,
+                                  uint64_t seed, int64_t capacity, AttentionBackend* backend = nullptr,
+                                  int32_t stop_token = -1, PlainStats* stats = nullptr);
+
+}  // namespace indexshare::model
