@@ -20,7 +20,8 @@ first rope_dim dims of each head, half-split pairs; scores sum_h w_h ReLU(q_h . 
 by KL from the block's renormalised maximum attention over heads (`distill --target max`).
 
 Writes an IndexShare MTP file (safetensors, format "indexshare-mtp/1"; loaded by
-src/io/mtp_file.cpp): matrices in F16, norms and the indexer in F32, Q/K rows in the GGUF
+src/io/mtp_file.cpp): matrices in F16, norms and the indexer in F32, the token ids by training frequency in I32
+(vocab_by_frequency, for a reduced draft vocabulary), Q/K rows in the GGUF
 (adjacent-pair RoPE) layout the engine reads, and the training record in the metadata.
 
 Needs torch, transformers (which reads the GGUF through the `gguf` package), safetensors, numpy.
@@ -372,6 +373,14 @@ def main():
         "block.wv": f16(b.wv.weight), "block.wo": f16(b.wo.weight),
         "block.w_gate": f16(b.w_gate.weight), "block.w_up": f16(b.w_up.weight), "block.w_down": f16(b.w_down.weight),
     }
+    # Every token id, most frequent first in the training text (ties: lower id first): the engine's
+    # reduced draft vocabulary takes a prefix of it.
+    counts = np.bincount(stream, minlength=cfg["vocab"])[: cfg["vocab"]]
+    order = np.lexsort((np.arange(cfg["vocab"]), -counts)).astype(np.int32)
+    tensors["vocab_by_frequency"] = torch.from_numpy(order)
+    cover = {v: float(counts[order[:v]].sum() / counts.sum()) for v in (4096, 8192, 16384, 32768)}
+    log("share of the training tokens inside the V most frequent: " +
+        ", ".join(f"{v}: {c:.4f}" for v, c in cover.items()))
     if indexer is not None:
         tensors.update({"indexer.wq": f32(indexer.wq.weight), "indexer.wk": f32(indexer.wk.weight),
                         "indexer.ww": f32(indexer.ww.weight)})
@@ -386,6 +395,7 @@ def main():
         "seed": str(a.seed), "base_next_token_loss": f"{base_loss:.5f}", "val_loss_first": f"{v0:.5f}", "val_loss_last": f"{v1:.5f}",
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "command": " ".join(sys.argv), **meta_idx,
+        "vocab_coverage": json.dumps(cover),
     }
     save_file(tensors, a.out, metadata=meta)
     log(f"wrote {a.out} ({os.path.getsize(a.out) / 1e6:.1f} MB) in {time.time() - t_start:.0f} s total")

@@ -51,10 +51,10 @@ int CmdDsaFlags::layers_ = 0;
 TEST_F(CmdDsaFlags, PerplexityDsaIsDenseWhenKCoversTheWindowAndDiffersBelow) {
   const auto dense = ppl("");
   ASSERT_TRUE(dense.contains("ppl"));
-  const auto full_k = ppl("--dsa --oracle --topk 64");
-  const auto learned_full_k = ppl("--dsa --indexers \"" + ix_ + "\" --topk 64");
-  const auto small_k = ppl("--dsa --indexers \"" + ix_ + "\" --topk 4");
-  const auto shared = ppl("--dsa --indexers \"" + ix_ + "\" --topk 4 --freq 4 --offset 1");
+  const auto full_k = ppl("--dsa --oracle --dsa-topk 64");
+  const auto learned_full_k = ppl("--dsa --indexers \"" + ix_ + "\" --dsa-topk 64");
+  const auto small_k = ppl("--dsa --indexers \"" + ix_ + "\" --dsa-topk 4");
+  const auto shared = ppl("--dsa --indexers \"" + ix_ + "\" --dsa-topk 4 --freq 4 --offset 1");
   const double d = dense["ppl"];
   // k = window: every key is selected, so only the f32 summation order differs. On the quantised
   // model that is not bitwise: a 1e-7 change can flip the rounding of an activation quantised to
@@ -73,7 +73,7 @@ TEST_F(CmdDsaFlags, PerplexityDsaIsDenseWhenKCoversTheWindowAndDiffersBelow) {
 }
 
 TEST_F(CmdDsaFlags, GenerateAndBenchRunWithDsa) {
-  const auto g = run_tool("-t 2 generate -p \"def add(a, b):\" -n 4 --dsa --oracle --topk 2", "2>&1");
+  const auto g = run_tool("-t 2 generate -p \"def add(a, b):\" -n 4 --dsa --oracle --dsa-topk 2", "2>&1");
   EXPECT_EQ(g.exit_code, 0) << g.out;
   EXPECT_NE(g.out.find("DSA: top-2"), std::string::npos) << g.out;
   const auto b = run_tool("-t 2 bench -p 16 -n 4 -d 32 -r 1 --json --dsa --indexers \"" + ix_ + "\" --freq 2 --offset 1",
@@ -96,15 +96,15 @@ TEST_F(CmdDsaFlags, BadCombinationsAreErrors) {
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
   };
-  expect_error("perplexity " + f + "--topk 8", "need --dsa");
+  expect_error("perplexity " + f + "--dsa-topk 8", "need --dsa");
   expect_error("perplexity " + f + "--dsa", "needs --indexers");
-  expect_error("perplexity " + f + "--dsa --oracle --topk 65", "larger than the context");
+  expect_error("perplexity " + f + "--dsa --oracle --dsa-topk 65", "larger than the context");
   expect_error("perplexity " + f + "--dsa --indexers \"" + other_ + "\"", "another model");
   expect_error("perplexity " + f + "--dsa --oracle --pattern S" + std::string(static_cast<size_t>(layers_ - 1), 'F'),
                "first layer");
   expect_error("perplexity " + f + "--dsa --oracle --pattern FSF", "3");
   expect_error("perplexity " + f + "--dsa --oracle --indexers \"" + ix_ + "\"", "drop --indexers");
-  expect_error("generate -p hi --dsa --oracle --topk 100 -n 2", "larger than the context");
+  expect_error("generate -p hi --dsa --oracle --dsa-topk 100 -n 2", "larger than the context");
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   std::string searched = uniform(layers_, 4);
   searched[1] = 'F';
   searched[4] = 'S';
-  const auto r = run_tool("-t 2 eval --ctx 128 --topk 16 --measure-stride 8 --probes --json -o \"" + out + "\" --indexers \"" +
+  const auto r = run_tool("-t 2 eval --ctx 128 --dsa-topk 16 --measure-stride 8 --probes --json -o \"" + out + "\" --indexers \"" +
                               per_layer_ + "\" --aware-indexers \"" + aware_ + "\" --searched-pattern " + searched +
                               " --reindexers \"" + reindex_ + "\" --candidates 32",
                           "2>/dev/null");
@@ -171,7 +171,7 @@ TEST_F(CmdEval, BadInputsAreErrors) {
   };
   const std::string ix = "eval --ctx 64 --indexers \"" + per_layer_ + "\" ";
   expect_error(ix + "--aware-indexers \"" + wrong_aware_ + "\"", "not " + uniform(layers_, 4));
-  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --topk 65", "larger than the context");
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --dsa-topk 65", "larger than the context");
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --searched-pattern FSF", "3");
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --searched-pattern S" + std::string(layers_ - 1, 'F'),
                "first layer");
@@ -179,13 +179,13 @@ TEST_F(CmdEval, BadInputsAreErrors) {
   fs::create_directories(empty);
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --corpus \"" + empty + "\"", "no readable text");
   expect_error(ix + "--aware-indexers \"" + aware_ + "\" --modes \"uniform 1/3\"", "unknown mode 'uniform 1/3'");
-  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --reindexers \"" + reindex_ + "\" --candidates 8 --topk 16",
+  expect_error(ix + "--aware-indexers \"" + aware_ + "\" --reindexers \"" + reindex_ + "\" --candidates 8 --dsa-topk 16",
                "less than top-k");
   expect_error(ix + "--probes --passkey-depths 0.5,1.5", "depth 1.5 is outside [0, 1]");
 }
 
 TEST_F(CmdEval, ModesRunsOnlyTheNamedOnesAndTheBaselines) {
-  const auto r = run_tool("-t 2 eval --ctx 96 --topk 16 --measure-stride 0 --json -o \"" + ::testing::TempDir() +
+  const auto r = run_tool("-t 2 eval --ctx 96 --dsa-topk 16 --measure-stride 0 --json -o \"" + ::testing::TempDir() +
                               "cmd_eval_modes\" --indexers \"" + per_layer_ + "\" --aware-indexers \"" + aware_ +
                               "\" --reindexers \"" + reindex_ + "\" --modes \"reindex 1/4\"",
                           "2>/dev/null");

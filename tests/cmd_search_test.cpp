@@ -46,7 +46,7 @@ int CmdSearch::layers_ = 0, CmdSearch::d_model_ = 0;
 
 TEST_F(CmdSearch, OneStepInJson) {
   const auto r = run_tool("search --indexers \"" + good_ + "\" --keep " + std::to_string(layers_ - 1) +
-                              " --ctx 32 --topk 4 --windows 1 --json",
+                              " --ctx 32 --dsa-topk 4 --windows 1 --json",
                           "2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
@@ -78,7 +78,7 @@ TEST_F(CmdSearch, BadArgumentsAreErrors) {
   };
   expect_error("search " + ix + " --keep 0", "--keep 0 outside");
   expect_error("search " + ix + " --keep " + std::to_string(layers_ + 1), "outside [1, " + std::to_string(layers_));
-  expect_error("search " + ix + " --ctx 64 --topk 65", "--topk 65 exceeds --ctx 64");
+  expect_error("search " + ix + " --ctx 64 --dsa-topk 65", "--dsa-topk 65 exceeds --ctx 64");
   expect_error("search " + ix + " --ratio 1.5", "--ratio 1.5 outside");
   expect_error("search " + ix + " --keep 3 --ratio 0.5", "not both");
   const std::string other = write_indexers("cmd_search_other.safetensors", layers_, d_model_, "0123456789abcdef-1");
@@ -86,7 +86,7 @@ TEST_F(CmdSearch, BadArgumentsAreErrors) {
   std::string only(static_cast<size_t>(layers_), 'S');
   only[0] = 'F';
   const std::string aware = write_indexers("cmd_search_aware.safetensors", layers_, d_model_, fingerprint_, only);
-  expect_error("search --indexers \"" + aware + "\" --keep 1 --ctx 32 --topk 4 --windows 1", "no indexer for layer 1");
+  expect_error("search --indexers \"" + aware + "\" --keep 1 --ctx 32 --dsa-topk 4 --windows 1", "no indexer for layer 1");
   const std::string empty = ::testing::TempDir() + "cmd_search_empty_corpus";
   fs::create_directories(empty);
   expect_error("search " + ix + " --ctx 32 --corpus \"" + empty + "\"", "no readable text");

@@ -285,6 +285,48 @@ TEST(Speculative, GreedyEqualsPlainDecodingForEveryDraftLengthAndAttention) {
   }
 }
 
+// A reduced draft vocabulary: the head's logits are the full logits' columns of the chosen
+// tokens, and greedy speculative output is still plain greedy decoding's.
+TEST(Speculative, ReducedDraftVocabularyKeepsTheOutput) {
+  auto tiny = testing_util::make_tiny_llama(5, 3, 32, 4, 2, 48, 6, 256);
+  const auto& m = *tiny.model;
+  TinyHead th = make_head(m.config(), 9, false);
+  th.w.vocab_by_frequency = {4, 1, 5, 0, 2, 3};
+  const model::MtpHead full(m, th.w), reduced(m, th.w, 3);
+  EXPECT_EQ(full.draft_vocab(), 6);
+  EXPECT_EQ(reduced.draft_vocab(), 3);
+  EXPECT_EQ(reduced.token_of(2), 5);
+  const int64_t T = 5, d = m.config().d_model;
+  std::vector<float> h(static_cast<size_t>(T * d), 0.5f);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = std::sin(0.37f * static_cast<float>(i));
+  std::vector<int32_t> next = {1, 2, 3, 4, 5};
+  std::vector<float> lf(static_cast<size_t>(T * 6)), lr(static_cast<size_t>(T * 3));
+  model::KvCache cf, cr;
+  cf.reset(full.block_model().config(), 8, model::KvType::kF32);
+  cr.reset(reduced.block_model().config(), 8, model::KvType::kF32);
+  full.forward(h.data(), next.data(), T, cf, nullptr, lf.data(), T);
+  reduced.forward(h.data(), next.data(), T, cr, nullptr, lr.data(), T);
+  for (int64_t t = 0; t < T; ++t)
+    for (int i = 0; i < 3; ++i)
+      EXPECT_NEAR(lr[static_cast<size_t>(t * 3 + i)], lf[static_cast<size_t>(t * 6 + reduced.token_of(i))], 1e-5);
+
+  std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 0, 1, 2, 3, 3, 4, 0, 0, 1};
+  const std::vector<int32_t> plain = model::plain_decode(m, prompt, 50, 0.0f, 0, 128, nullptr);
+  for (int N : {1, 3}) {
+    model::SpeculativeOptions so;
+    so.draft_tokens = N;
+    so.capacity = 128;
+    model::SpeculativeDecoder dec(m, reduced, so);
+    EXPECT_EQ(dec.generate(prompt, 50), plain) << "N = " << N;
+  }
+  // Bad: a reduction without the frequency order, or a list that is not a permutation.
+  TinyHead bare = make_head(m.config(), 9, false);
+  EXPECT_THROW(model::MtpHead(m, bare.w, 3), Error);
+  bare.w.vocab_by_frequency = {4, 1, 5, 0, 2, 2};
+  EXPECT_THROW(model::MtpHead(m, bare.w), Error);
+  EXPECT_THROW(model::MtpHead(m, th.w, 7), Error);
+}
+
 // The stop token ends generation, on the emitted token, as plain decoding does.
 TEST(Speculative, StopTokenEndsGenerationWhereverItFalls) {
   auto tiny = testing_util::make_tiny_llama(5, 3, 32, 4, 2, 48, 6, 256);

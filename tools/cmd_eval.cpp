@@ -130,7 +130,7 @@ int run(const EvalArgs& a) {
   const auto& cfg = s.model().config();
   const int N = cfg.n_layers;
   const int topk = a.topk > 0 ? a.topk : static_cast<int>(a.ctx / 8);
-  IS_CHECK(topk <= a.ctx, "eval: --topk ", topk, " is larger than the context ", a.ctx);
+  IS_CHECK(topk <= a.ctx, "eval: --dsa-topk ", topk, " is larger than the context ", a.ctx);
   IS_CHECK(a.windows >= 1, "eval: --windows must be >= 1");
   IS_CHECK(!a.passkey_depths.empty(), "eval: --passkey-depths needs at least one depth");
   for (double d : a.passkey_depths)
@@ -657,7 +657,7 @@ CommandRegistrar reg("eval", "the main job: quality and cost of DSA and IndexSha
   app.add_option("--candidates", a->candidates, "candidates an F layer carries over to R layers (default 2 x top-k)");
   app.add_option("-c,--ctx", a->ctx, "evaluation context")->capture_default_str();
   app.add_option("--windows", a->windows, "windows of ctx tokens")->capture_default_str();
-  app.add_option("--topk", a->topk, "top-k (default ctx/8)");
+  app.add_option("--dsa-topk", a->topk, "top-k (default ctx/8)");
   app.add_option("--measure-stride", a->measure_stride, "measure recall/overlap on every n-th row (0 = off)")->capture_default_str();
   app.add_option("-o,--out-dir", a->out_dir, "folder for the PNG pictures")->capture_default_str();
   app.add_flag("--json", a->json, "print everything as JSON");

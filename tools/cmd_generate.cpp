@@ -10,7 +10,9 @@
 
 #include <filesystem>
 #include "core/error.h"
+#include "io/mtp_file.h"
 #include "model/sampler.h"
+#include "model/speculative.h"
 #include "model_session.h"
 
 namespace indexshare::cli {
@@ -39,7 +41,74 @@ struct GenerateArgs {
   std::string device = "cpu";
   model::SamplerOptions sampling;
   DsaArgs dsa;
+  // Speculative decoding with an MTP head.
+  std::string mtp;
+  int draft = 3;
+  std::string draft_attention = "dense";
+  int draft_topk = 0;
+  int draft_vocab = 0;
 };
+
+model::DraftAttention parse_draft_attention(const std::string& s) {
+  for (auto a : {model::DraftAttention::kDense, model::DraftAttention::kIndexer, model::DraftAttention::kShareStep0,
+                 model::DraftAttention::kShareTarget})
+    if (s == model::draft_attention_name(a)) return a;
+  fail("--draft-attention must be dense, indexer, share-step0 or share-target, got '", s, "'");
+}
+
+// Speculative decoding: the MTP head drafts, the model verifies (model/speculative.h).
+int run_speculative(const GenerateArgs& a, ModelSession& s, const std::vector<int32_t>& ids, int64_t ctx, const DsaSetup& dsa,
+                    int32_t stop) {
+  IS_CHECK(a.sampling.top_p == 1.0f && a.sampling.top_k == 0,
+           "generate: speculative decoding (--mtp) samples by --temp alone; drop --top-p and --top-k");
+  const auto& cfg = s.model().config();
+  const io::MtpFile f = io::load_mtp(a.mtp, s.model(), io::model_fingerprint(a.model));
+  const model::MtpHead head(s.model(), f.weights, a.draft_vocab);
+  model::SpeculativeOptions o;
+  o.draft_tokens = a.draft;
+  o.temperature = a.sampling.temperature;
+  o.seed = a.sampling.seed;
+  o.draft_attention = parse_draft_attention(a.draft_attention);
+  IS_CHECK(a.draft_topk >= 0, "generate: --draft-topk must be > 0, got ", a.draft_topk);
+  o.topk = a.draft_topk > 0 ? a.draft_topk
+           : dsa.backend   ? dsa.backend->options().topk
+                           : static_cast<int>(std::max<int64_t>(1, ctx / 8));
+  o.capacity = ctx + a.draft;
+  o.stop_token = stop;
+  IS_CHECK(o.capacity <= cfg.context_length, "generate: the context ", ctx, " + --draft ", a.draft,
+           " exceeds the model's limit of ", cfg.context_length);
+  model::SpeculativeDecoder dec(s.model(), head, o, dsa.backend.get());
+  const io::Tokenizer& tok = *s.tokenizer;
+  std::vector<int32_t> out;
+  std::string shown;
+  const std::vector<int32_t> gen = dec.generate(ids, a.max_tokens, [&](int32_t id) {
+    if (id == stop) return false;
+    out.push_back(id);
+    const std::string text = tok.decode(out, {.special = false});
+    const size_t upto = complete_utf8_prefix(text);
+    if (upto > shown.size()) {
+      fmt::print("{}", text.substr(shown.size(), upto - shown.size()));
+      std::fflush(stdout);
+      shown = text.substr(0, upto);
+    }
+    return true;
+  });
+  const std::string text = tok.decode(out, {.special = false});
+  if (text.size() > shown.size()) fmt::print("{}", text.substr(shown.size()));
+  const auto& st = dec.stats();
+  const double gt = st.generate_seconds;
+  fmt::print(stderr, "\n\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s); generation: {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
+             ids.size(), st.prefill_seconds, static_cast<double>(ids.size()) / st.prefill_seconds, gen.size(), gt,
+             gt > 0 ? static_cast<double>(gen.size()) / gt : 0.0);
+  std::string hist;
+  for (size_t i = 0; i < st.accepted_hist.size(); ++i) hist += fmt::format("{}{}", i ? " " : "", st.accepted_hist[i]);
+  fmt::print(stderr,
+             "speculative (MTP, --draft {}, draft attention {}): {} rounds, {:.2f} tokens per target forward, "
+             "{} of {} drafts accepted ({:.1f}%); rounds by drafts accepted 0..{}: {}\n",
+             o.draft_tokens, model::draft_attention_name(o.draft_attention), st.rounds, st.acceptance_length(),
+             st.accepted, st.drafted, st.drafted ? 100.0 * st.accepted / st.drafted : 0.0, o.draft_tokens, hist);
+  return 0;
+}
 
 int run(const GenerateArgs& a) {
   if (std::filesystem::is_directory(a.model)) {  // a DSA-native model: token ids in, greedy out
@@ -74,14 +143,18 @@ int run(const GenerateArgs& a) {
   model::KvCache cache;
   IS_CHECK(a.kv == "f16" || a.kv == "f32", "generate: --kv must be f16 or f32, got '", a.kv, "'");
   cache.reset(cfg, ctx, a.kv == "f32" ? model::KvType::kF32 : model::KvType::kF16);
-  DsaSetup dsa = make_dsa(a.dsa, cfg, a.model, ctx);
+  // Speculative verification writes up to --draft positions past the context.
+  DsaSetup dsa = make_dsa(a.dsa, cfg, a.model, a.mtp.empty() ? ctx : ctx + a.draft);
   if (dsa.backend) {
     fmt::print(stderr, "{}\n", dsa.summary);
     dsa.backend->begin_sequence();
   }
+  const int32_t im_end = tok.find_token("<|im_end|>");
+  if (!a.mtp.empty()) return run_speculative(a, s, ids, ctx, dsa, a.chat ? im_end : tok.eos_id());
+  IS_CHECK(a.draft == 3 && a.draft_attention == "dense" && a.draft_topk == 0 && a.draft_vocab == 0,
+           "generate: --draft, --draft-attention, --draft-topk and --draft-vocab need --mtp FILE");
   model::Sampler sampler(a.sampling);
   std::vector<float> logits(static_cast<size_t>(cfg.vocab));
-  const int32_t im_end = tok.find_token("<|im_end|>");
 
   const auto t0 = std::chrono::steady_clock::now();
   s.model().forward(ids.data(), static_cast<int64_t>(ids.size()), cache, logits.data(), false, dsa.backend.get());
@@ -129,6 +202,15 @@ CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model"
   app.add_option("--top-k", a->sampling.top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();
   app.add_option("--seed", a->sampling.seed, "sampling seed")->capture_default_str();
   add_dsa_options(app, a->dsa);
+  app.add_option("--mtp", a->mtp, "speculative decoding: the model's MTP head (scripts/train_mtp.py)");
+  app.add_option("--draft", a->draft, "speculative: tokens drafted per round")->capture_default_str();
+  app.add_option("--draft-attention", a->draft_attention,
+                 "speculative: the head's attention: dense, indexer (its own, every step), share-step0 (indexer at "
+                 "the first draft step, reused after), share-target (the target's last F layer's top-k)")
+      ->capture_default_str();
+  app.add_option("--draft-vocab", a->draft_vocab,
+                 "speculative: the head drafts from the V most frequent tokens of its training text (0 = all)");
+  app.add_option("--draft-topk", a->draft_topk, "speculative: the head's DSA top-k (default: --dsa-topk, else ctx / 8)");
   return [a] { return run(*a); };
 });
 

@@ -53,8 +53,8 @@ int run(const SearchArgs& a, bool keep_given, bool ratio_given) {
   IS_CHECK(a.ctx >= 2 && a.ctx <= cfg.context_length, "search: --ctx ", a.ctx, " outside [2, ", cfg.context_length,
            "] (the model's context length)");
   const int topk = a.topk > 0 ? a.topk : static_cast<int>(a.ctx / 8);
-  IS_CHECK(a.topk >= 0 && topk >= 1, "search: --topk must be >= 1, got ", a.topk);
-  IS_CHECK(topk <= a.ctx, "search: --topk ", topk, " exceeds --ctx ", a.ctx);
+  IS_CHECK(a.topk >= 0 && topk >= 1, "search: --dsa-topk must be >= 1, got ", a.topk);
+  IS_CHECK(topk <= a.ctx, "search: --dsa-topk ", topk, " exceeds --ctx ", a.ctx);
   IS_CHECK(a.windows >= 1, "search: --windows must be >= 1, got ", a.windows);
 
   const io::IndexerFile ix = io::load_indexers(a.indexers, io::model_fingerprint(a.model), N);
@@ -156,7 +156,7 @@ CommandRegistrar reg("search", "greedy search of an F/S (or F/R) sharing pattern
   app.add_option("--indexers", a->indexers, "per-layer indexer file (indexshare distill)")->required();
   auto* keep = app.add_option("--keep", a->keep, "F layers to keep (default: round(layers * --ratio))");
   auto* ratio = app.add_option("--ratio", a->ratio, "share of layers kept F when --keep is not given")->capture_default_str();
-  app.add_option("--topk", a->topk, "top-k of DSA (default: ctx / 8)");
+  app.add_option("--dsa-topk", a->topk, "top-k of DSA (default: ctx / 8)");
   app.add_option("--reindexers", a->reindexers,
                  "small indexers for R layers: search the F layers of an F/R schedule (non-F layers R, not S)");
   app.add_option("--candidates", a->candidates, "with --reindexers: candidates per F layer (default 2 x top-k)");

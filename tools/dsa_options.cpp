@@ -25,7 +25,7 @@ std::optional<share::Schedule> schedule_from_args(const ScheduleArgs& a, int lay
 
 void add_dsa_options(CLI::App& app, DsaArgs& a) {
   app.add_flag("--dsa", a.dsa, "sparse attention (DSA) on every layer, IndexShare under a pattern");
-  app.add_option("--topk", a.topk, "DSA: keys kept per query (default: context / 8)");
+  app.add_option("--dsa-topk", a.topk, "DSA: keys kept per query (default: context / 8)");
   app.add_option("--indexers", a.indexers, "DSA: learned indexer file (indexshare distill)");
   app.add_flag("--oracle", a.oracle, "DSA: select by the layer's true attention instead of an indexer");
   app.add_option("--reindexers", a.reindexers, "DSA: the R layers' small indexers (indexshare distill --heads 1)");
@@ -38,13 +38,13 @@ DsaSetup make_dsa(const DsaArgs& a, const model::LlamaConfig& cfg, const std::st
   const std::optional<share::Schedule> sched = schedule_from_args(a.sched, cfg.n_layers);
   if (!a.dsa) {
     IS_CHECK(!sched && a.topk == 0 && a.indexers.empty() && !a.oracle && a.reindexers.empty() && a.candidates == 0,
-             "--topk, --indexers, --oracle, --pattern, --freq, --reindexers and --candidates need --dsa");
+             "--dsa-topk, --indexers, --oracle, --pattern, --freq, --reindexers and --candidates need --dsa");
     return s;
   }
   IS_CHECK(ctx > 0, "DSA: the context must be > 0");
   const int k = a.topk > 0 ? a.topk : static_cast<int>(std::max<int64_t>(1, ctx / 8));
-  IS_CHECK(a.topk >= 0, "--topk must be > 0, got ", a.topk);
-  IS_CHECK(k <= ctx, "--topk ", k, " is larger than the context of ", ctx, " tokens");
+  IS_CHECK(a.topk >= 0, "--dsa-topk must be > 0, got ", a.topk);
+  IS_CHECK(k <= ctx, "--dsa-topk ", k, " is larger than the context of ", ctx, " tokens");
   model::DsaOptions o;
   o.topk = k;
   o.schedule = sched ? *sched : share::Schedule::all_full(cfg.n_layers);

@@ -25,7 +25,7 @@ void add_schedule_options(CLI::App& app, ScheduleArgs& a);
 // The schedule the options describe for `layers` layers, or nullopt when none was given.
 std::optional<share::Schedule> schedule_from_args(const ScheduleArgs& a, int layers);
 
-// DSA on a Llama model for `generate` and `perplexity`: --dsa turns it on; --topk, --indexers
+// DSA on a Llama model for `generate` and `perplexity`: --dsa turns it on; --dsa-topk, --indexers
 // (learned), --oracle (the true attention's top-k instead), and the schedule options.
 struct DsaArgs {
   bool dsa = false;

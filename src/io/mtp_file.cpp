@@ -130,6 +130,12 @@ MtpFile load_mtp(const std::string& path, const model::LlamaModel& base, const s
     f.read_f32(tensor("indexer.ww", {ic.heads, d}), iw.ww);
     w.indexer = std::move(iw);
   }
+  if (f.find("vocab_by_frequency") != nullptr) {
+    const StTensorInfo& t = tensor("vocab_by_frequency", {c.vocab});
+    IS_CHECK(t.dtype == StDType::kI32, path, ": vocab_by_frequency must be I32, is ", st_dtype_name(t.dtype));
+    const std::vector<int64_t> ids = f.read_i64("vocab_by_frequency");
+    w.vocab_by_frequency.assign(ids.begin(), ids.end());  // MtpHead checks it is a permutation
+  }
   for (const StTensorInfo& t : f.tensors())
     IS_CHECK(used.count(t.name), path, ": unknown tensor '", t.name, "' in the MTP file");
   struct Storage {

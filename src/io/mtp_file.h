@@ -5,6 +5,8 @@
 //   block.w_gate, block.w_up [F, d], block.w_down [d, F]      (F16, BF16 or F32; Q/K rows in the
 //                                                             GGUF adjacent-pair RoPE layout)
 //   optionally indexer.wq [HI*DI, d], indexer.wk [DI, d], indexer.ww [HI, d] (F32)
+//   optionally vocab_by_frequency [V] (I32): every token id, most frequent first in the training
+//   text (for a reduced draft vocabulary, model/mtp.h)
 // and metadata: format "indexshare-mtp/1", model_fingerprint (of the GGUF it was trained for),
 // the block's shape (d_model, n_heads, n_kv_heads, head_dim, ffn_dim, rope_theta, rms_eps), the
 // indexer's (indexer_heads, indexer_head_dim, indexer_rope_dim) when it has one, and provenance.

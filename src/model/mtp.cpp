@@ -1,5 +1,6 @@
 #include "model/mtp.h"
 
+#include <cstring>
 #include <vector>
 
 #include "core/error.h"
@@ -31,7 +32,7 @@ void final_norm(const LlamaModel& m, const float* x, int64_t rows, float* y) {
   ops::rms_norm(p);
 }
 
-MtpHead::MtpHead(const LlamaModel& base, MtpWeights w) : base_(base), w_(std::move(w)) {
+MtpHead::MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab) : base_(base), w_(std::move(w)) {
   const LlamaConfig& b = base_.config();
   const int64_t d = b.d_model, q = int64_t{b.n_heads} * b.head_dim, kv = int64_t{b.n_kv_heads} * b.head_dim;
   check_vector(w_.enorm, d, "enorm");
@@ -52,11 +53,37 @@ MtpHead::MtpHead(const LlamaModel& base, MtpWeights w) : base_(base), w_(std::mo
     IS_CHECK(w_.indexer->cfg.d_model == b.d_model, "MTP head: its indexer reads d_model ", w_.indexer->cfg.d_model,
              " but the model's hidden size is ", b.d_model);
   }
+  IS_CHECK(w_.vocab_by_frequency.empty() || static_cast<int64_t>(w_.vocab_by_frequency.size()) == b.vocab,
+           "MTP head: vocab_by_frequency has ", w_.vocab_by_frequency.size(), " ids, the model's vocabulary ", b.vocab);
+  if (!w_.vocab_by_frequency.empty()) {
+    std::vector<uint8_t> seen(static_cast<size_t>(b.vocab), 0);
+    for (int32_t id : w_.vocab_by_frequency) {
+      IS_CHECK(id >= 0 && id < b.vocab && !seen[static_cast<size_t>(id)],
+               "MTP head: vocab_by_frequency is not a permutation of the vocabulary (id ", id, ")");
+      seen[static_cast<size_t>(id)] = 1;
+    }
+  }
+  IS_CHECK(draft_vocab >= 0 && draft_vocab <= b.vocab, "MTP head: draft vocabulary ", draft_vocab, " outside [1, ",
+           b.vocab, "]");
   LlamaConfig c = b;
   c.n_layers = 1;
   LlamaWeights lw;
   lw.token_embd = base_.weights().token_embd;
   lw.output = base_.weights().output;
+  if (draft_vocab > 0 && draft_vocab < b.vocab) {
+    IS_CHECK(!w_.vocab_by_frequency.empty(), "MTP head: a reduced draft vocabulary needs the head file's ",
+             "vocab_by_frequency (retrain or use the whole vocabulary)");
+    ids_.assign(w_.vocab_by_frequency.begin(), w_.vocab_by_frequency.begin() + draft_vocab);
+    const QMatrix& out = base_.weights().output;
+    const int64_t rb = ggml_row_bytes(out.type, out.K);
+    head_rows_.resize(static_cast<size_t>(rb * draft_vocab));
+    for (int i = 0; i < draft_vocab; ++i)
+      std::memcpy(head_rows_.data() + i * rb, static_cast<const uint8_t*>(out.data) + ids_[static_cast<size_t>(i)] * rb,
+                  static_cast<size_t>(rb));
+    lw.output = QMatrix{head_rows_.data(), out.type, draft_vocab, out.K};
+    lw.token_embd = lw.output;  // not read: the head embeds through the base model
+    c.vocab = draft_vocab;
+  }
   lw.output_norm = w_.shared_head_norm.data();
   lw.layers = {w_.block};
   block_ = std::make_unique<LlamaModel>(c, std::move(lw));

@@ -29,13 +29,23 @@ struct MtpWeights {
   QMatrix eh_proj;                                    // [d, 2d]: columns [0, d) read the embedding
   LlamaLayerWeights block;                            // the decoder layer (Q/K rows in GGUF layout)
   std::optional<LearnedIndexerWeights> indexer;       // the block's own lightning indexer, if any
+  // Every token id, most frequent first in the head's training text (empty: not recorded). The
+  // first V' of them are a reduced draft vocabulary (see MtpHead).
+  std::vector<int32_t> vocab_by_frequency;
   std::shared_ptr<const void> storage;                // keeps the memory the views point into
 };
 
+// A reduced draft vocabulary (draft_vocab > 0): the head's logits cover only the draft_vocab
+// most frequent tokens (the first entries of vocab_by_frequency), the rows of the LM head gathered
+// once; a small head's cost is mostly its LM head, and this cuts it by V / V' (FR-Spec, Zhao et
+// al. 2025; EAGLE-3 drafts over a reduced vocabulary too). The target still verifies over the
+// whole vocabulary, so outputs are unchanged: a token outside the subset is never drafted.
 class MtpHead {
  public:
-  // Checks every shape against the base model (Error naming the tensor).
-  MtpHead(const LlamaModel& base, MtpWeights w);
+  // Checks every shape against the base model (Error naming the tensor). draft_vocab: 0 (or the
+  // model's vocabulary size) = every token; else 1 .. vocab, and the weights must record
+  // vocab_by_frequency.
+  MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab = 0);
 
   // The block as a one-layer model: reset its KvCache with block_model().config(), build DSA
   // backends for it with it.
@@ -43,17 +53,25 @@ class MtpHead {
   const LlamaModel& base() const { return base_; }
   const MtpWeights& weights() const { return w_; }
   bool has_indexer() const { return w_.indexer.has_value(); }
+  // Tokens the head's logits cover (the model's vocabulary size unless reduced) and the token id
+  // of logit column i.
+  int draft_vocab() const { return block_->config().vocab; }
+  int32_t token_of(int32_t column) const {
+    return ids_.empty() ? column : ids_[static_cast<size_t>(column)];
+  }
 
   // Rows i = pos0 .. pos0 + T - 1 with pos0 = cache.length: h [T, d] the hidden state each row
   // reads, next [T] the token x_{i+1}. Appends the rows' K/V to `cache` (block_model()'s) and
   // writes g [T, d] (nullable) and the logits of the last `logit_rows` rows
-  // ([logit_rows, vocab], nullable when logit_rows is 0).
+  // ([logit_rows, draft_vocab()] over the columns token_of() maps; nullable when logit_rows is 0).
   void forward(const float* h, const int32_t* next, int64_t T, KvCache& cache, float* g, float* logits,
                int64_t logit_rows, AttentionBackend* backend = nullptr) const;
 
  private:
   const LlamaModel& base_;
   MtpWeights w_;
+  std::vector<int32_t> ids_;          // the draft vocabulary (empty: all tokens)
+  std::vector<uint8_t> head_rows_;    // the LM head rows of ids_, gathered
   std::unique_ptr<LlamaModel> block_;
 };
 

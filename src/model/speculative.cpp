@@ -272,7 +272,9 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
   std::vector<int32_t> seq(prompt.begin(), prompt.end());
   std::vector<int32_t> out;
   std::vector<float> logits, hidden, pending_h, gl;  // pending_h: hidden rows the head has not read
-  std::vector<float> p(static_cast<size_t>(V)), g(static_cast<size_t>(d)), hl(static_cast<size_t>(V));
+  const int64_t Vd = head_.draft_vocab();
+  std::vector<float> p(static_cast<size_t>(V)), g(static_cast<size_t>(d)), hl(static_cast<size_t>(Vd)),
+      ql(static_cast<size_t>(Vd));
   std::vector<float> q(static_cast<size_t>(N) * V);
   bool stop = max_new == 0;
   auto emit = [&](int32_t t) {
@@ -323,11 +325,14 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
     std::copy(gl.end() - d, gl.end(), g.begin());  // the last row's output, read by the next step
     for (int j = 0; j < n_draft; ++j) {
       float* qj = q.data() + static_cast<size_t>(j) * V;
+      // Logit column -> token id (a reduced draft vocabulary maps; q is zero outside it).
       if (greedy) {
-        drafts[static_cast<size_t>(j)] = greedy_token(hl);
+        drafts[static_cast<size_t>(j)] = head_.token_of(greedy_token(hl));
       } else {
-        softmax_t(hl, o_.temperature, std::span<float>(qj, static_cast<size_t>(V)));
-        drafts[static_cast<size_t>(j)] = sample_index(std::span<const float>(qj, static_cast<size_t>(V)), rng_);
+        softmax_t(hl, o_.temperature, ql);
+        std::fill(qj, qj + V, 0.0f);
+        for (int64_t i = 0; i < Vd; ++i) qj[head_.token_of(static_cast<int32_t>(i))] = ql[static_cast<size_t>(i)];
+        drafts[static_cast<size_t>(j)] = head_.token_of(sample_index(ql, rng_));
       }
       if (j + 1 == n_draft) break;
       draft_->begin_step(false);
