@@ -190,6 +190,8 @@ def main():
     ap.add_argument("--indexer-seq", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads of torch (0: its default)")
+    ap.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", help="training record (loss curve) as JSON")
     a = ap.parse_args()
@@ -198,6 +200,8 @@ def main():
     from safetensors.torch import save_file
 
     torch.manual_seed(a.seed)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     t_start = time.time()
     mdir, mfile = os.path.split(os.path.abspath(a.model))
@@ -310,7 +314,7 @@ def main():
         opt.step()
         step += 1
         seen += a.batch * a.seq
-        if step % 50 == 0:
+        if step % a.log_every == 0:
             rate = seen / (time.time() - t0)
             eta = max(0.0, a.seconds - (time.time() - t0))
             log(f"  step {step}: loss {loss.item():.4f}, lr {lr:.2e}, {rate / 1e3:.0f} K tokens/s, "
@@ -349,7 +353,7 @@ def main():
             istep += 1
             kl = loss.item()
             kl0 = kl if kl0 is None else kl0
-            if istep % 50 == 0:
+            if istep % a.log_every == 0:
                 log(f"  indexer step {istep}: KL {kl:.4f}")
         log(f"indexer phase: {istep} steps of {S} tokens, KL {kl0:.4f} -> {kl:.4f}")
         meta_idx = {"indexer_heads": str(a.indexer_heads), "indexer_head_dim": str(a.indexer_dim),

@@ -327,6 +327,41 @@ TEST(Speculative, ReducedDraftVocabularyKeepsTheOutput) {
   EXPECT_THROW(model::MtpHead(m, th.w, 7), Error);
 }
 
+// Q8_0 requantisation of the head's matrices: logits within Q8_0's rounding of the stored
+// weights', and a K that is no multiple of 32 is an Error naming the matrix.
+TEST(MtpHead, Q8RequantisationStaysCloseAndChecksK) {
+  auto tiny = testing_util::make_tiny_llama(7, 2, 32, 4, 2, 64, 50, 64);
+  const auto& base = *tiny.model;
+  TinyHead th = make_head(base.config(), 11, false);
+  const model::MtpHead exact(base, th.w), q8(base, th.w, 0, true);
+  const int64_t T = 7, d = 32, V = 50;
+  std::vector<float> h(static_cast<size_t>(T * d));
+  for (size_t i = 0; i < h.size(); ++i) h[i] = std::cos(0.11f * static_cast<float>(i * i % 97));
+  std::vector<int32_t> next = {1, 7, 3, 9, 11, 2, 40};
+  std::vector<float> a(static_cast<size_t>(T * V)), b(a.size());
+  model::KvCache ca, cb;
+  ca.reset(exact.block_model().config(), 8, model::KvType::kF32);
+  cb.reset(q8.block_model().config(), 8, model::KvType::kF32);
+  exact.forward(h.data(), next.data(), T, ca, nullptr, a.data(), T);
+  q8.forward(h.data(), next.data(), T, cb, nullptr, b.data(), T);
+  double worst = 0, scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    worst = std::max<double>(worst, std::fabs(a[i] - b[i]));
+    scale = std::max<double>(scale, std::fabs(a[i]));
+    diff += std::fabs(a[i] - b[i]);
+  }
+  EXPECT_LT(worst, 0.03 * scale);
+  EXPECT_GT(diff, 0.0);  // it did requantise
+  auto odd = testing_util::make_tiny_llama(7, 2, 32, 4, 2, 48, 50, 64);
+  TinyHead oh = make_head(odd.model->config(), 11, false);
+  try {
+    model::MtpHead(*odd.model, oh.w, 0, true);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("block w_down has rows of 48 values"), std::string::npos) << e.what();
+  }
+}
+
 // The stop token ends generation, on the emitted token, as plain decoding does.
 TEST(Speculative, StopTokenEndsGenerationWhereverItFalls) {
   auto tiny = testing_util::make_tiny_llama(5, 3, 32, 4, 2, 48, 6, 256);

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/norm.h"
+#include "ops/quant.h"
 
 namespace indexshare::model {
 namespace {
@@ -32,7 +33,7 @@ void final_norm(const LlamaModel& m, const float* x, int64_t rows, float* y) {
   ops::rms_norm(p);
 }
 
-MtpHead::MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab) : base_(base), w_(std::move(w)) {
+MtpHead::MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab, bool q8_0) : base_(base), w_(std::move(w)) {
   const LlamaConfig& b = base_.config();
   const int64_t d = b.d_model, q = int64_t{b.n_heads} * b.head_dim, kv = int64_t{b.n_kv_heads} * b.head_dim;
   check_vector(w_.enorm, d, "enorm");
@@ -65,6 +66,29 @@ MtpHead::MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab) : base_(
   }
   IS_CHECK(draft_vocab >= 0 && draft_vocab <= b.vocab, "MTP head: draft vocabulary ", draft_vocab, " outside [1, ",
            b.vocab, "]");
+  if (q8_0) {
+    auto requantise = [&](QMatrix& m, const char* name) {
+      IS_CHECK(m.K % ops::kQK == 0, "MTP head: ", name, " has rows of ", m.K, " values, not a multiple of ", ops::kQK,
+               " (Q8_0)");
+      std::vector<float> row(static_cast<size_t>(m.K));
+      std::vector<ops::BlockQ8_0> q(static_cast<size_t>(m.N * (m.K / ops::kQK)));
+      const int64_t rb = ggml_row_bytes(m.type, m.K);
+      for (int64_t n = 0; n < m.N; ++n) {
+        ops::dequantize_row(m.type, static_cast<const uint8_t*>(m.data) + n * rb, row.data(), m.K);
+        ops::quantize_row_q8_0(row.data(), q.data() + n * (m.K / ops::kQK), m.K);
+      }
+      q8_.push_back(std::move(q));
+      m = QMatrix{q8_.back().data(), GgmlType::kQ8_0, m.N, m.K};
+    };
+    requantise(w_.eh_proj, "eh_proj");
+    requantise(w_.block.wq, "block wq");
+    requantise(w_.block.wk, "block wk");
+    requantise(w_.block.wv, "block wv");
+    requantise(w_.block.wo, "block wo");
+    requantise(w_.block.w_gate, "block w_gate");
+    requantise(w_.block.w_up, "block w_up");
+    requantise(w_.block.w_down, "block w_down");
+  }
   LlamaConfig c = b;
   c.n_layers = 1;
   LlamaWeights lw;

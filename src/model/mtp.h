@@ -21,6 +21,7 @@
 
 #include "model/learned_indexer.h"
 #include "model/llama_model.h"
+#include "ops/quant.h"
 
 namespace indexshare::model {
 
@@ -44,8 +45,10 @@ class MtpHead {
  public:
   // Checks every shape against the base model (Error naming the tensor). draft_vocab: 0 (or the
   // model's vocabulary size) = every token; else 1 .. vocab, and the weights must record
-  // vocab_by_frequency.
-  MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab = 0);
+  // vocab_by_frequency. q8_0: the block's and eh_proj's matrices are requantised to Q8_0 once
+  // (as llama.cpp would serve a draft model; half the bytes of F16 and the integer kernels);
+  // every K must then be a multiple of 32.
+  MtpHead(const LlamaModel& base, MtpWeights w, int draft_vocab = 0, bool q8_0 = false);
 
   // The block as a one-layer model: reset its KvCache with block_model().config(), build DSA
   // backends for it with it.
@@ -72,6 +75,7 @@ class MtpHead {
   MtpWeights w_;
   std::vector<int32_t> ids_;          // the draft vocabulary (empty: all tokens)
   std::vector<uint8_t> head_rows_;    // the LM head rows of ids_, gathered
+  std::vector<std::vector<ops::BlockQ8_0>> q8_;  // requantised matrices (q8_0)
   std::unique_ptr<LlamaModel> block_;
 };
 
