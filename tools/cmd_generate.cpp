@@ -47,6 +47,7 @@ struct GenerateArgs {
   std::string draft_attention = "dense";
   int draft_topk = 0;
   int draft_vocab = 0;
+  std::string draft_weights = "q8_0";
 };
 
 model::DraftAttention parse_draft_attention(const std::string& s) {
@@ -63,7 +64,9 @@ int run_speculative(const GenerateArgs& a, ModelSession& s, const std::vector<in
            "generate: speculative decoding (--mtp) samples by --temp alone; drop --top-p and --top-k");
   const auto& cfg = s.model().config();
   const io::MtpFile f = io::load_mtp(a.mtp, s.model(), io::model_fingerprint(a.model));
-  const model::MtpHead head(s.model(), f.weights, a.draft_vocab);
+  IS_CHECK(a.draft_weights == "q8_0" || a.draft_weights == "stored", "generate: --draft-weights must be q8_0 or stored, got '",
+           a.draft_weights, "'");
+  const model::MtpHead head(s.model(), f.weights, a.draft_vocab, a.draft_weights == "q8_0");
   model::SpeculativeOptions o;
   o.draft_tokens = a.draft;
   o.temperature = a.sampling.temperature;
@@ -151,8 +154,9 @@ int run(const GenerateArgs& a) {
   }
   const int32_t im_end = tok.find_token("<|im_end|>");
   if (!a.mtp.empty()) return run_speculative(a, s, ids, ctx, dsa, a.chat ? im_end : tok.eos_id());
-  IS_CHECK(a.draft == 3 && a.draft_attention == "dense" && a.draft_topk == 0 && a.draft_vocab == 0,
-           "generate: --draft, --draft-attention, --draft-topk and --draft-vocab need --mtp FILE");
+  IS_CHECK(a.draft == 3 && a.draft_attention == "dense" && a.draft_topk == 0 && a.draft_vocab == 0 &&
+               a.draft_weights == "q8_0",
+           "generate: --draft, --draft-attention, --draft-topk, --draft-vocab and --draft-weights need --mtp FILE");
   model::Sampler sampler(a.sampling);
   std::vector<float> logits(static_cast<size_t>(cfg.vocab));
 
@@ -210,6 +214,8 @@ CommandRegistrar reg("generate", "generate text from a prompt with a GGUF model"
       ->capture_default_str();
   app.add_option("--draft-vocab", a->draft_vocab,
                  "speculative: the head drafts from the V most frequent tokens of its training text (0 = all)");
+  app.add_option("--draft-weights", a->draft_weights, "speculative: the head's matrices: q8_0 (requantised once) or stored")
+      ->capture_default_str();
   app.add_option("--draft-topk", a->draft_topk, "speculative: the head's DSA top-k (default: --dsa-topk, else ctx / 8)");
   return [a] { return run(*a); };
 });

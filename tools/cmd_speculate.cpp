@@ -39,6 +39,7 @@ struct SpeculateArgs {
   int64_t ctx = 4096;
   int windows = 2, max_new = 128, topk = 512, draft_vocab = 0;
   bool dense_target = false;
+  std::string draft_weights = "q8_0";
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -115,7 +116,9 @@ int run(const SpeculateArgs& a) {
   const auto& cfg = s.model().config();
   const std::string fp = io::model_fingerprint(a.model);
   const io::MtpFile mf = io::load_mtp(a.mtp, s.model(), fp);
-  const model::MtpHead head(s.model(), mf.weights, static_cast<int>(a.draft_vocab));
+  IS_CHECK(a.draft_weights == "q8_0" || a.draft_weights == "stored", "speculate: --draft-weights must be q8_0 or stored, got '",
+           a.draft_weights, "'");
+  const model::MtpHead head(s.model(), mf.weights, static_cast<int>(a.draft_vocab), a.draft_weights == "q8_0");
   const int64_t cap = a.ctx + a.max_new + maxN;
   IS_CHECK(cap <= cfg.context_length, "speculate: --ctx ", a.ctx, " + --new ", a.max_new, " + the longest draft ", maxN,
            " exceeds the model's context of ", cfg.context_length);
@@ -151,7 +154,7 @@ int run(const SpeculateArgs& a) {
     for (const auto& n : split_list(a.domains)) specs.push_back(eval::find_domain(n));
   }
   fmt::print(stderr, "speculate: target {}; MTP head {} (draft vocabulary {}); prompt {} tokens, {} new, {} window(s) "
-                     "per domain\n", target, a.mtp, head.draft_vocab(), a.ctx, a.max_new, a.windows);
+                     "per domain; head weights {}\n", target, a.mtp, head.draft_vocab(), a.ctx, a.max_new, a.windows, a.draft_weights);
 
   // Results: [domain][attention][draft] and the plain baseline per domain.
   struct Key {
@@ -295,7 +298,7 @@ int run(const SpeculateArgs& a) {
   }
   if (!a.json.empty()) {
     nlohmann::json j = {{"target", target},           {"mtp", a.mtp},       {"mtp_metadata", mf.metadata},
-                        {"draft_vocab", head.draft_vocab()}, {"ctx", a.ctx}, {"new", a.max_new},
+                        {"draft_vocab", head.draft_vocab()}, {"draft_weights", a.draft_weights}, {"ctx", a.ctx}, {"new", a.max_new},
                         {"windows", a.windows},       {"summary", jrows},   {"domains", jdom}};
     std::ofstream(a.json) << j.dump(1) << "\n";
   }
@@ -315,6 +318,8 @@ CommandRegistrar reg("speculate", "MTP speculative decoding on held-out text: ac
   app.add_option("--draft-attention", a->attentions, "the head's attention, comma list of dense, indexer, share-step0, share-target")
       ->capture_default_str();
   app.add_option("--draft-vocab", a->draft_vocab, "the head drafts from its V most frequent tokens (0 = all)")->capture_default_str();
+  app.add_option("--draft-weights", a->draft_weights, "the head's matrices: q8_0 (requantised once) or stored (as in the file)")
+      ->capture_default_str();
   app.add_option("--dsa-topk", a->topk, "top-k of the target's DSA and of the head's")->capture_default_str();
   app.add_option("--indexers", a->indexers, "the target's indexers (default: the committed per-layer file)");
   app.add_flag("--dense-target", a->dense_target, "the target runs dense attention (no DSA)");
