@@ -317,7 +317,7 @@ def main():
         if step % a.log_every == 0:
             rate = seen / (time.time() - t0)
             eta = max(0.0, a.seconds - (time.time() - t0))
-            log(f"  step {step}: loss {loss.item():.4f}, lr {lr:.2e}, {rate / 1e3:.0f} K tokens/s, "
+            log(f"  step {step}: loss {loss.item():.4f}, lr {lr:.2e}, {rate:.0f} tokens/s, "
                 f"{seen / 1e6:.1f} M tokens, ETA {eta:.0f} s")
             curve.append({"step": step, "tokens": seen, "loss": loss.item()})
     v1 = validate()
