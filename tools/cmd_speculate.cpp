@@ -19,6 +19,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "eval/domains.h"
+#include "eval/plot.h"
 #include "io/indexer_file.h"
 #include "io/mtp_file.h"
 #include "model/speculative.h"
@@ -35,7 +36,7 @@ namespace fs = std::filesystem;
 
 struct SpeculateArgs {
   std::string model, mtp, domains = "all", drafts = "1,2,3,4", attentions = "dense,indexer,share-step0,share-target";
-  std::string indexers, json;
+  std::string indexers, json, plot;
   int64_t ctx = 4096;
   int windows = 2, max_new = 128, topk = 512, draft_vocab = 0;
   bool dense_target = false;
@@ -257,6 +258,23 @@ int run(const SpeculateArgs& a) {
                        {"seconds", all.seconds}, {"target_seconds", all.target_seconds},
                        {"draft_seconds", all.draft_seconds}, {"speedup", sp}, {"equal_outputs", all.equal}, {"runs", all.runs}});
     }
+  if (!a.plot.empty()) {
+    // Acceptance length against N, one curve per draft attention (all domains pooled).
+    const eval::Rgb colors[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}};
+    std::vector<eval::Series> ser;
+    for (size_t ai = 0; ai < atts.size(); ++ai) {
+      eval::Series se{.name = model::draft_attention_name(atts[ai]), .color = colors[ai % 4]};
+      for (const auto& row : jrows)
+        if (row["draft_attention"] == model::draft_attention_name(atts[ai])) {
+          se.x.push_back(row["draft"].get<double>());
+          se.y.push_back(row["acceptance_length"].get<double>());
+        }
+      ser.push_back(std::move(se));
+    }
+    eval::write_chart_png(a.plot, ser,
+                          {.title = "MTP speculative decoding: tokens per target forward", .x_label = "draft length N",
+                           .y_label = "acceptance length"});
+  }
   fmt::print("\nPlain decoding: {:.1f} ms per token over all domains.\n", [&] {
     double t = 0, n = 0;
     for (const auto& [k, v] : plain) {
@@ -324,6 +342,7 @@ CommandRegistrar reg("speculate", "MTP speculative decoding on held-out text: ac
   app.add_option("--indexers", a->indexers, "the target's indexers (default: the committed per-layer file)");
   app.add_flag("--dense-target", a->dense_target, "the target runs dense attention (no DSA)");
   app.add_option("--json", a->json, "write the results as JSON");
+  app.add_option("--plot", a->plot, "write acceptance length against N per draft attention as a PNG");
   return [a] { return run(*a); };
 });
 
