@@ -39,6 +39,8 @@ struct SpeculateArgs {
   std::string indexers, json, plot;
   int64_t ctx = 4096;
   int windows = 2, max_new = 128, topk = 512, draft_vocab = 0;
+  float temperature = 0.0f;
+  uint64_t seed = 1;
   bool dense_target = false;
   std::string draft_weights = "q8_0";
 };
@@ -98,6 +100,7 @@ struct Tally {
 int run(const SpeculateArgs& a) {
   IS_CHECK(!a.mtp.empty(), "speculate: give --mtp FILE (an MTP head, scripts/train_mtp.py)");
   IS_CHECK(a.ctx >= 16 && a.windows >= 1 && a.max_new >= 1, "speculate: --ctx >= 16, --windows >= 1, --new >= 1");
+  IS_CHECK(a.temperature >= 0.0f && std::isfinite(a.temperature), "speculate: --temp must be >= 0, got ", a.temperature);
   std::vector<int> drafts;
   for (const auto& d : split_list(a.drafts)) {
     try {
@@ -172,6 +175,8 @@ int run(const SpeculateArgs& a) {
   model::SpeculativeOptions so;
   so.topk = a.topk;
   so.capacity = cap;
+  so.temperature = a.temperature;
+  so.seed = a.seed;
   so.draft_tokens = drafts[0];
   so.draft_attention = atts[0];
   for (const auto& d : specs) {
@@ -199,7 +204,7 @@ int run(const SpeculateArgs& a) {
       bar.update(done, fmt::format("{} window {}: plain", d.name, w + 1));
       model::PlainStats ps;
       const std::vector<int32_t> ref =
-          model::plain_decode(s.model(), prompt, a.max_new, 0.0f, 0, cap, dsa.get(), -1, &ps);
+          model::plain_decode(s.model(), prompt, a.max_new, a.temperature, a.seed, cap, dsa.get(), -1, &ps);
       plain[d.name].first += static_cast<int64_t>(ref.size());
       plain[d.name].second += ps.decode_seconds;
       ++done;
@@ -220,8 +225,12 @@ int run(const SpeculateArgs& a) {
     const auto& p = plain[dom];
     return (t.tokens / t.seconds) / (p.first / p.second);
   };
-  fmt::print("\nMTP speculative decoding, greedy; target: {}; prompt {} tokens, {} generated per window.\n", target,
+  fmt::print("\nMTP speculative decoding, {}; target: {}; prompt {} tokens, {} generated per window.\n",
+             a.temperature == 0.0f ? std::string("greedy") : fmt::format("sampling at temperature {}", a.temperature), target,
              a.ctx, a.max_new);
+  if (a.temperature > 0.0f)
+    fmt::print("Sampling: outputs differ from plain decoding's draws (other random streams), so 'output == plain' "
+               "does not apply; the distribution is the target's (tests/mtp_test.cpp).\n");
   fmt::print("Acceptance length = tokens per target forward (1 + accepted drafts per round), 95% interval over "
              "rounds; speed-up = generation tokens/s against plain decoding of the same windows.\n\n");
   fmt::print("| draft attention | N | acceptance length | drafts accepted | speed-up (all domains) | ms per round: verify + draft | output == plain |\n");
@@ -317,7 +326,7 @@ int run(const SpeculateArgs& a) {
   if (!a.json.empty()) {
     nlohmann::json j = {{"target", target},           {"mtp", a.mtp},       {"mtp_metadata", mf.metadata},
                         {"draft_vocab", head.draft_vocab()}, {"draft_weights", a.draft_weights}, {"ctx", a.ctx}, {"new", a.max_new},
-                        {"windows", a.windows},       {"summary", jrows},   {"domains", jdom}};
+                        {"windows", a.windows}, {"temperature", a.temperature},       {"summary", jrows},   {"domains", jdom}};
     std::ofstream(a.json) << j.dump(1) << "\n";
   }
   return 0;
@@ -341,6 +350,8 @@ CommandRegistrar reg("speculate", "MTP speculative decoding on held-out text: ac
   app.add_option("--dsa-topk", a->topk, "top-k of the target's DSA and of the head's")->capture_default_str();
   app.add_option("--indexers", a->indexers, "the target's indexers (default: the committed per-layer file)");
   app.add_flag("--dense-target", a->dense_target, "the target runs dense attention (no DSA)");
+  app.add_option("--temp", a->temperature, "0 = greedy; > 0: sampling with rejection (Leviathan et al.)")->capture_default_str();
+  app.add_option("--seed", a->seed, "sampling seed")->capture_default_str();
   app.add_option("--json", a->json, "write the results as JSON");
   app.add_option("--plot", a->plot, "write acceptance length against N per draft attention as a PNG");
   return [a] { return run(*a); };
