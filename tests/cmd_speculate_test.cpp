@@ -133,6 +133,28 @@ TEST_F(CmdSpeculate, SpeculateReportsEveryConfigurationAndChecksOutputs) {
   EXPECT_EQ(j["domains"][0]["domain"], "python");
 }
 
+// The committed head (data/mtp/) drafts what the model says far more often than chance: a
+// wrong Q/K row layout, RoPE pairing or hidden-state convention between the training script and
+// the engine would bring acceptance down to a random head's (about 0 here).
+TEST_F(CmdSpeculate, CommittedHeadDraftsWhatTheModelSays) {
+  const std::string head = std::string(INDEXSHARE_SOURCE_DIR) + "/data/mtp/SmolLM2-135M-Instruct.Q4_1.mtp.safetensors";
+  if (!fs::exists(head)) GTEST_SKIP() << "no committed head at " << head;
+  const std::string json = ::testing::TempDir() + "cmd_speculate_committed.json";
+  for (const std::string& h : {head, head_}) {
+    const auto r = run_tool("-t 2 speculate --mtp \"" + h + "\" --domains python --windows 1 --ctx 256 --new 48 "
+                            "--drafts 1 --draft-attention dense --dense-target --json \"" + json + "\"",
+                            "2>/dev/null");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    const auto j = nlohmann::json::parse(std::ifstream(json));
+    const double accepted = j["summary"][0]["accepted"], drafted = j["summary"][0]["drafted"];
+    if (h == head) {
+      EXPECT_GT(accepted / drafted, 0.15) << "the committed head";
+    } else {
+      EXPECT_LT(accepted / drafted, 0.05) << "a random head";
+    }
+  }
+}
+
 TEST_F(CmdSpeculate, BadInputIsAnErrorNamingIt) {
   auto expect = [](const std::string& args, const std::string& needle) {
     const auto r = run_tool("-t 2 " + args, "2>&1");
