@@ -268,21 +268,26 @@ int run(const SpeculateArgs& a) {
                        {"draft_seconds", all.draft_seconds}, {"speedup", sp}, {"equal_outputs", all.equal}, {"runs", all.runs}});
     }
   if (!a.plot.empty()) {
-    // Acceptance length against N, one curve per draft attention (all domains pooled).
+    // Acceptance length against N, one curve per draft attention (all domains pooled), each
+    // point with its 95% interval as a vertical bar (curves shifted apart a little in N).
     const eval::Rgb colors[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}};
     std::vector<eval::Series> ser;
     for (size_t ai = 0; ai < atts.size(); ++ai) {
       eval::Series se{.name = model::draft_attention_name(atts[ai]), .color = colors[ai % 4]};
+      const double dx = 0.04 * (static_cast<double>(ai) - 0.5 * static_cast<double>(atts.size() - 1));
       for (const auto& row : jrows)
         if (row["draft_attention"] == model::draft_attention_name(atts[ai])) {
-          se.x.push_back(row["draft"].get<double>());
-          se.y.push_back(row["acceptance_length"].get<double>());
+          const double x = row["draft"].get<double>() + dx, y = row["acceptance_length"].get<double>();
+          const double ci = row["ci95"].get<double>();
+          se.x.push_back(x);
+          se.y.push_back(y);
+          ser.push_back(eval::Series{.x = {x, x}, .y = {y - ci, y + ci}, .color = colors[ai % 4]});
         }
       ser.push_back(std::move(se));
     }
     eval::write_chart_png(a.plot, ser,
-                          {.title = "MTP speculative decoding: tokens per target forward", .x_label = "draft length N",
-                           .y_label = "acceptance length"});
+                          {.title = "MTP speculative decoding: tokens per target forward (95% intervals)",
+                           .x_label = "draft length N", .y_label = "acceptance length"});
   }
   fmt::print("\nPlain decoding: {:.1f} ms per token over all domains.\n", [&] {
     double t = 0, n = 0;
