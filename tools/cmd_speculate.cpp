@@ -286,7 +286,7 @@ int run(const SpeculateArgs& a) {
       ser.push_back(std::move(se));
     }
     eval::write_chart_png(a.plot, ser,
-                          {.title = "MTP speculative decoding: tokens per target forward (95% intervals)",
+                          {.title = "MTP drafts: tokens per target forward (95% intervals)",
                            .x_label = "draft length N", .y_label = "acceptance length"});
   }
   fmt::print("\nPlain decoding: {:.1f} ms per token over all domains.\n", [&] {
