@@ -50,12 +50,6 @@ struct GenerateArgs {
   std::string draft_weights = "q8_0";
 };
 
-model::DraftAttention parse_draft_attention(const std::string& s) {
-  for (auto a : {model::DraftAttention::kDense, model::DraftAttention::kIndexer, model::DraftAttention::kShareStep0,
-                 model::DraftAttention::kShareTarget})
-    if (s == model::draft_attention_name(a)) return a;
-  fail("--draft-attention must be dense, indexer, share-step0 or share-target, got '", s, "'");
-}
 
 // Speculative decoding: the MTP head drafts, the model verifies (model/speculative.h).
 int run_speculative(const GenerateArgs& a, ModelSession& s, const std::vector<int32_t>& ids, int64_t ctx, const DsaSetup& dsa,
@@ -71,7 +65,7 @@ int run_speculative(const GenerateArgs& a, ModelSession& s, const std::vector<in
   o.draft_tokens = a.draft;
   o.temperature = a.sampling.temperature;
   o.seed = a.sampling.seed;
-  o.draft_attention = parse_draft_attention(a.draft_attention);
+  o.draft_attention = model::parse_draft_attention(a.draft_attention);
   IS_CHECK(a.draft_topk >= 0, "generate: --draft-topk must be > 0, got ", a.draft_topk);
   o.topk = a.draft_topk > 0 ? a.draft_topk
            : dsa.backend   ? dsa.backend->options().topk

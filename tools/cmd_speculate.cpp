@@ -55,12 +55,6 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-model::DraftAttention parse_attention(const std::string& s) {
-  for (auto a : {model::DraftAttention::kDense, model::DraftAttention::kIndexer, model::DraftAttention::kShareStep0,
-                 model::DraftAttention::kShareTarget})
-    if (s == model::draft_attention_name(a)) return a;
-  fail("speculate: unknown draft attention '", s, "' (dense, indexer, share-step0, share-target)");
-}
 
 // Per configuration: rounds' accepted counts (for the mean and its interval), tokens and time.
 struct Tally {
@@ -112,7 +106,7 @@ int run(const SpeculateArgs& a) {
   }
   IS_CHECK(!drafts.empty(), "speculate: --drafts is empty");
   std::vector<model::DraftAttention> atts;
-  for (const auto& s : split_list(a.attentions)) atts.push_back(parse_attention(s));
+  for (const auto& s : split_list(a.attentions)) atts.push_back(model::parse_draft_attention(s));
   IS_CHECK(!atts.empty(), "speculate: --draft-attention is empty");
   const int maxN = *std::max_element(drafts.begin(), drafts.end());
 

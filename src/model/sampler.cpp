@@ -15,13 +15,18 @@ Sampler::Sampler(SamplerOptions o) : o_(o), rng_(o.seed) {
   IS_CHECK(o.top_k >= 0, "sampler: top_k must be >= 0, got ", o.top_k);
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
+int32_t greedy_token(std::span<const float> logits) {
   IS_CHECK(!logits.empty(), "sampler: empty logits");
   int32_t best = 0;
   for (size_t i = 0; i < logits.size(); ++i) {
     IS_CHECK(!std::isnan(logits[i]), "sampler: logit ", i, " is NaN");
     if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
   }
+  return best;
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  const int32_t best = greedy_token(logits);
   if (o_.temperature == 0.0f) return best;
   std::vector<int32_t> ids(logits.size());
   std::iota(ids.begin(), ids.end(), 0);

@@ -15,6 +15,9 @@ struct SamplerOptions {
   uint64_t seed = 0;
 };
 
+// argmax of logits, the lower id on ties (the greedy rule everywhere); Error on a NaN logit.
+int32_t greedy_token(std::span<const float> logits);
+
 class Sampler {
  public:
   explicit Sampler(SamplerOptions o);

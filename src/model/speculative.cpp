@@ -6,6 +6,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "model/sampler.h"
 #include "ops/sparse_attention.h"
 
 namespace indexshare::model {
@@ -52,6 +53,12 @@ void check_draft_attention(const SpeculativeOptions& o, const MtpHead& head, Att
 
 }  // namespace
 
+DraftAttention parse_draft_attention(std::string_view s) {
+  for (auto a : {DraftAttention::kDense, DraftAttention::kIndexer, DraftAttention::kShareStep0, DraftAttention::kShareTarget})
+    if (s == draft_attention_name(a)) return a;
+  fail("--draft-attention must be dense, indexer, share-step0 or share-target, got '", s, "'");
+}
+
 const char* draft_attention_name(DraftAttention a) {
   switch (a) {
     case DraftAttention::kDense: return "dense";
@@ -60,16 +67,6 @@ const char* draft_attention_name(DraftAttention a) {
     case DraftAttention::kShareTarget: return "share-target";
   }
   return "?";
-}
-
-int32_t greedy_token(std::span<const float> logits) {
-  IS_CHECK(!logits.empty(), "speculative: empty logits");
-  int32_t best = 0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    IS_CHECK(!std::isnan(logits[i]), "speculative: logit ", i, " is NaN");
-    if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
-  }
-  return best;
 }
 
 void softmax_t(std::span<const float> logits, float temperature, std::span<float> p) {

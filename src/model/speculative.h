@@ -28,16 +28,20 @@
 #include <memory>
 #include <random>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "model/llama_dsa.h"
 #include "model/llama_model.h"
 #include "model/mtp.h"
+#include "model/sampler.h"
 
 namespace indexshare::model {
 
 enum class DraftAttention { kDense, kIndexer, kShareStep0, kShareTarget };
 const char* draft_attention_name(DraftAttention a);  // "dense", "indexer", "share-step0", "share-target"
+// The inverse of draft_attention_name; Error listing the names otherwise.
+DraftAttention parse_draft_attention(std::string_view s);
 
 struct SpeculativeOptions {
   int draft_tokens = 3;       // N >= 1
@@ -76,8 +80,6 @@ VerifyResult verify_draft_token(std::span<const float> p, std::span<const float>
 int32_t sample_index(std::span<const float> p, std::mt19937_64& rng);
 // softmax(logits / temperature) into p.
 void softmax_t(std::span<const float> logits, float temperature, std::span<float> p);
-// argmax, the lower id on ties; NaN logits are an Error.
-int32_t greedy_token(std::span<const float> logits);
 
 class SpeculativeDecoder {
  public:
