@@ -32,6 +32,27 @@ size_t complete_utf8_prefix(const std::string& s) {
   return s.size();
 }
 
+// Prints generated tokens as they come, holding back an incomplete UTF-8 character.
+struct TextStream {
+  const io::Tokenizer& tok;
+  std::vector<int32_t> out;
+  std::string shown;
+  void add(int32_t id) {
+    out.push_back(id);
+    const std::string text = tok.decode(out, {.special = false});
+    const size_t upto = complete_utf8_prefix(text);
+    if (upto > shown.size()) {
+      fmt::print("{}", text.substr(shown.size(), upto - shown.size()));
+      std::fflush(stdout);
+      shown = text.substr(0, upto);
+    }
+  }
+  void finish() {
+    const std::string text = tok.decode(out, {.special = false});
+    if (text.size() > shown.size()) fmt::print("{}", text.substr(shown.size()));
+  }
+};
+
 struct GenerateArgs {
   std::string model, prompt, system, tokens;
   bool chat = false;
@@ -75,23 +96,13 @@ int run_speculative(const GenerateArgs& a, ModelSession& s, const std::vector<in
   IS_CHECK(o.capacity <= cfg.context_length, "generate: the context ", ctx, " + --draft ", a.draft,
            " exceeds the model's limit of ", cfg.context_length);
   model::SpeculativeDecoder dec(s.model(), head, o, dsa.backend.get());
-  const io::Tokenizer& tok = *s.tokenizer;
-  std::vector<int32_t> out;
-  std::string shown;
+  TextStream ts{*s.tokenizer, {}, {}};
   const std::vector<int32_t> gen = dec.generate(ids, a.max_tokens, [&](int32_t id) {
     if (id == stop) return false;
-    out.push_back(id);
-    const std::string text = tok.decode(out, {.special = false});
-    const size_t upto = complete_utf8_prefix(text);
-    if (upto > shown.size()) {
-      fmt::print("{}", text.substr(shown.size(), upto - shown.size()));
-      std::fflush(stdout);
-      shown = text.substr(0, upto);
-    }
+    ts.add(id);
     return true;
   });
-  const std::string text = tok.decode(out, {.special = false});
-  if (text.size() > shown.size()) fmt::print("{}", text.substr(shown.size()));
+  ts.finish();
   const auto& st = dec.stats();
   const double gt = st.generate_seconds;
   fmt::print(stderr, "\n\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s); generation: {} tokens in {:.3f} s ({:.1f} tokens/s)\n",
@@ -157,25 +168,16 @@ int run(const GenerateArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   s.model().forward(ids.data(), static_cast<int64_t>(ids.size()), cache, logits.data(), false, dsa.backend.get());
   const auto t1 = std::chrono::steady_clock::now();
-  std::vector<int32_t> out;
-  std::string shown;
+  TextStream ts{tok, {}, {}};
   int generated = 0;
   for (; generated < a.max_tokens; ++generated) {
     const int32_t id = sampler.sample(logits);
     if (id == tok.eos_id() || (a.chat && id == im_end)) break;
-    out.push_back(id);
-    const std::string text = tok.decode(out, {.special = false});
-    const size_t upto = complete_utf8_prefix(text);
-    if (upto > shown.size()) {
-      fmt::print("{}", text.substr(shown.size(), upto - shown.size()));
-      std::fflush(stdout);
-      shown = text.substr(0, upto);
-    }
+    ts.add(id);
     if (generated + 1 < a.max_tokens) s.model().forward(&id, 1, cache, logits.data(), false, dsa.backend.get());
   }
   const auto t2 = std::chrono::steady_clock::now();
-  const std::string text = tok.decode(out, {.special = false});
-  if (text.size() > shown.size()) fmt::print("{}", text.substr(shown.size()));
+  ts.finish();
   const double pt = std::chrono::duration<double>(t1 - t0).count();
   const double gt = std::chrono::duration<double>(t2 - t1).count();
   fmt::print(stderr, "\n\nprompt: {} tokens in {:.3f} s ({:.1f} tokens/s); generation: {} tokens in {:.3f} s ({:.1f} tokens/s)\n",

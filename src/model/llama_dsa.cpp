@@ -39,6 +39,26 @@ void learned_topk(const LearnedIndexerConfig& c, const float* q, const float* w,
 
 }  // namespace
 
+void sparse_attend(const AttentionCall& a, const LlamaConfig& c, const int32_t* indices, int K) {
+  ops::SparseAttentionParams sp;
+  sp.q = a.q;
+  sp.k = a.k;
+  sp.v = a.v;
+  sp.k16 = a.k16;
+  sp.v16 = a.v16;
+  sp.indices = indices;
+  sp.T = a.T;
+  sp.L = a.L;
+  sp.H = c.n_heads;
+  sp.H_kv = c.n_kv_heads;
+  sp.Dk = c.head_dim;
+  sp.Dv = c.head_dim;
+  sp.K = K;
+  sp.scale = a.scale;
+  sp.out = a.out;
+  ops::sparse_attention(sp);
+}
+
 LlamaDsaBackend::LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt) : mc_(model), opt_(std::move(opt)) {
   const int N = mc_.n_layers;
   IS_CHECK(opt_.schedule.num_layers() == N, "DSA: the pattern has ", opt_.schedule.num_layers(),
@@ -267,23 +287,7 @@ bool LlamaDsaBackend::attend(const AttentionCall& a) {
   // Physical slots == positions (identity pages), so the buffer indexes the KV cache directly.
   const int32_t* topk = stack_->topk(l).as<int32_t>();
   const auto t1 = std::chrono::steady_clock::now();
-  ops::SparseAttentionParams sp;
-  sp.q = a.q;
-  sp.k = a.k;
-  sp.v = a.v;
-  sp.k16 = a.k16;
-  sp.v16 = a.v16;
-  sp.indices = topk;
-  sp.T = a.T;
-  sp.L = a.L;
-  sp.H = mc_.n_heads;
-  sp.H_kv = mc_.n_kv_heads;
-  sp.Dk = mc_.head_dim;
-  sp.Dv = mc_.head_dim;
-  sp.K = static_cast<int>(k);
-  sp.scale = a.scale;
-  sp.out = a.out;
-  ops::sparse_attention(sp);
+  sparse_attend(a, mc_, topk, static_cast<int>(k));
   ++counters_.sparse_calls;
   counters_.attention_seconds += seconds_since(t1);
   if (opt_.measure) measure(a, topk);

@@ -89,6 +89,10 @@ struct DsaSharedTopk {
   int cand_source = -1;
 };
 
+// ops::sparse_attention of the call's q over its layer's K/V cache (f32 or f16) at the positions
+// `indices` [a.T, K] (-1 = empty), writing a.out: what every Llama sparse-attention path runs.
+void sparse_attend(const AttentionCall& a, const LlamaConfig& c, const int32_t* indices, int K);
+
 class LlamaDsaBackend : public AttentionBackend {
  public:
   LlamaDsaBackend(const LlamaConfig& model, DsaOptions opt);

@@ -7,7 +7,6 @@
 
 #include "core/error.h"
 #include "model/sampler.h"
-#include "ops/sparse_attention.h"
 
 namespace indexshare::model {
 namespace {
@@ -201,24 +200,7 @@ class SpeculativeDecoder::DraftBackend : public AttentionBackend {
     return true;
   }
   void run_sparse(const AttentionCall& a, const std::vector<int32_t>& idx, int K) {
-    const LlamaConfig& c = head_.block_model().config();
-    ops::SparseAttentionParams sp;
-    sp.q = a.q;
-    sp.k = a.k;
-    sp.v = a.v;
-    sp.k16 = a.k16;
-    sp.v16 = a.v16;
-    sp.indices = idx.data();
-    sp.T = a.T;
-    sp.L = a.L;
-    sp.H = c.n_heads;
-    sp.H_kv = c.n_kv_heads;
-    sp.Dk = c.head_dim;
-    sp.Dv = c.head_dim;
-    sp.K = K;
-    sp.scale = a.scale;
-    sp.out = a.out;
-    ops::sparse_attention(sp);
+    sparse_attend(a, head_.block_model().config(), idx.data(), K);
   }
 
   const MtpHead& head_;
