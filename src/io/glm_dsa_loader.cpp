@@ -71,6 +71,7 @@ model::GlmDsaConfig glm_dsa_config_from_hf(const HfConfig& hf) {
   c.topk_group = static_cast<int>(hf.topk_group.value_or(1));
   c.norm_topk_prob = hf.norm_topk_prob.value_or(true);
   c.routed_scaling_factor = static_cast<float>(hf.routed_scaling_factor.value_or(1.0));
+  c.num_nextn_predict_layers = static_cast<int>(hf.num_nextn_predict_layers);
   c.moe_layer.resize(static_cast<size_t>(c.num_layers));
   for (int i = 0; i < c.num_layers; ++i) c.moe_layer[static_cast<size_t>(i)] = hf.is_moe_layer(i);
   try {
@@ -89,7 +90,7 @@ model::GlmDsaModel load_glm_dsa(const std::string& config_path, const std::strin
     for (const auto& w : hf.warnings) warnings->push_back(config_path + ": " + w);
   model::GlmDsaConfig c = glm_dsa_config_from_hf(hf);
   const SafetensorsWeightSource src(SafetensorsModel::open(weights_path));
-  model::GlmDsaWeights w = model::load_glm_dsa_weights(c, src, warnings);
+  model::GlmDsaWeights w = model::load_glm_dsa_weights(c, src, warnings, options.mtp);
   return model::GlmDsaModel(std::move(c), std::move(w), std::move(be), options);
 }
 

@@ -90,9 +90,17 @@ struct GlmDsaModel::Layer {
   backend::MoeWeights experts;
 };
 
+struct GlmDsaModel::Mtp {
+  Tensor enorm, hnorm, shared_norm;
+  Weight eh_e, eh_h;  // eh_proj's columns [0, d) (read the embedding) and [d, 2d) (the hidden state)
+  std::unique_ptr<Layer> block;
+  std::unique_ptr<backend::LatentCache> latent;
+  std::unique_ptr<share::DsaStack> stack;  // one layer: F with the block's indexer, else sets only
+};
+
 struct GlmDsaModel::Work {
   int64_t cap = 0;
-  Tensor ids, h, x, y, cq, q, lat, o, iq, ik, iw;
+  Tensor ids, h, x, y, cq, q, lat, o, iq, ik, iw, sets_logical, sets_physical;
   Tensor logits;  // [rows, vocab] of decode steps
   void ensure(backend::Backend& be, const GlmDsaConfig& c, int64_t rows) {
     if (rows <= cap) return;
@@ -217,6 +225,12 @@ void GlmDsaModel::init_caches() {
   so.format = pick(options_.indexer_cache, be_->indexer_formats(c.index_n_heads, c.index_head_dim), "indexer",
                    be_->name(), cat(c.index_n_heads, " indexer heads x ", c.index_head_dim));
   stack_ = std::make_unique<share::DsaStack>(c.schedule, so, *be_);
+  if (mtp_) {
+    mtp_->latent = be_->new_latent_cache(pages, c.kv_lora_rank, c.qk_rope_head_dim, latent_format_);
+    share::DsaStackOptions mo = so;
+    if (!mtp_->block->full) mo.index_heads = mo.index_dim = 0;  // sets come from the caller only
+    mtp_->stack = std::make_unique<share::DsaStack>(share::Schedule::all_full(1), mo, *be_);
+  }
   inv_freq_ = upload_vec(*be_, c.rope_inv_freq);
 }
 
@@ -229,8 +243,50 @@ GlmDsaModel::GlmDsaModel(GlmDsaConfig config, GlmDsaWeights weights, std::shared
     IS_CHECK(weights.layers[static_cast<size_t>(i)].has_indexer == config_.schedule.is_full(i), "GlmDsaModel: layer ",
              i, " is ", config_.schedule.is_full(i) ? "F" : "S", " but its weights ",
              weights.layers[static_cast<size_t>(i)].has_indexer ? "have" : "lack", " an indexer");
+  IS_CHECK(weights.mtp.has_value() == options_.mtp, "GlmDsaModel: ModelOptions::mtp is ", options_.mtp,
+           " but the weights ", weights.mtp ? "hold" : "lack", " an MTP layer (load them with load_mtp)");
   upload(std::move(weights));
   init_caches();
+}
+
+GlmDsaModel::Layer GlmDsaModel::upload_layer(LayerWeights& L) {
+  backend::Backend& be = *be_;
+  const GlmDsaConfig& c = config_;
+  const WeightFormat f = options_.weights, f32 = WeightFormat::kF32;
+  Layer l;
+  l.input_norm = upload_vec(be, L.input_norm);
+  l.post_norm = upload_vec(be, L.post_norm);
+  l.q_a_norm = upload_vec(be, L.q_a_norm);
+  l.kv_a_norm = upload_vec(be, L.kv_a_norm);
+  l.q_a = upload_linear(be, L.q_a, f);
+  l.q_b = upload_linear(be, L.q_b, f);
+  l.kv_a = upload_linear(be, L.kv_a, f);
+  l.o = upload_linear(be, L.o, f);
+  l.mla = be.upload_mla(L.kv_b.w, c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank, f);
+  free_vec(L.kv_b.w);
+  l.full = L.has_indexer;
+  if (l.full) {
+    l.wq_b = upload_linear(be, L.indexer.wq_b, f);
+    l.wk = upload_linear(be, L.indexer.wk, f);
+    l.weights_proj = upload_linear(be, L.indexer.weights_proj, f32);
+    l.k_norm_w = upload_vec(be, L.indexer.k_norm_w);
+    l.k_norm_b = upload_vec(be, L.indexer.k_norm_b);
+  }
+  l.moe = L.moe;
+  if (!l.moe) {
+    l.mlp_gate_up = upload_gate_up(be, L.mlp, f);
+    l.mlp_down = upload_linear(be, L.mlp.down, f);
+  } else {
+    l.experts.router = upload_linear(be, L.router, f32);
+    l.experts.router_bias = upload_vec(be, L.router_bias);
+    upload_experts(be, L.experts, f, l.experts.gate_up, l.experts.down);
+    l.experts.has_shared = L.has_shared;
+    if (L.has_shared) {
+      l.experts.shared_gate_up = upload_gate_up(be, L.shared, f);
+      l.experts.shared_down = upload_linear(be, L.shared.down, f);
+    }
+  }
+  return l;
 }
 
 void GlmDsaModel::upload(GlmDsaWeights&& w) {
@@ -244,42 +300,24 @@ void GlmDsaModel::upload(GlmDsaWeights&& w) {
   embed_ = be.upload_weight(backend::make_host_weight(std::move(w.embed), 1, c.vocab_size, c.hidden_size, emb));
   free_vec(w.embed);
   for (int i = 0; i < c.num_layers; ++i) {
-    LayerWeights& L = w.layers[static_cast<size_t>(i)];
-    Layer l;
-    l.input_norm = upload_vec(be, L.input_norm);
-    l.post_norm = upload_vec(be, L.post_norm);
-    l.q_a_norm = upload_vec(be, L.q_a_norm);
-    l.kv_a_norm = upload_vec(be, L.kv_a_norm);
-    l.q_a = upload_linear(be, L.q_a, f);
-    l.q_b = upload_linear(be, L.q_b, f);
-    l.kv_a = upload_linear(be, L.kv_a, f);
-    l.o = upload_linear(be, L.o, f);
-    l.mla = be.upload_mla(L.kv_b.w, c.num_heads, c.qk_nope_head_dim, c.v_head_dim, c.kv_lora_rank, f);
-    free_vec(L.kv_b.w);
-    l.full = L.has_indexer;
-    if (l.full) {
-      l.wq_b = upload_linear(be, L.indexer.wq_b, f);
-      l.wk = upload_linear(be, L.indexer.wk, f);
-      l.weights_proj = upload_linear(be, L.indexer.weights_proj, f32);
-      l.k_norm_w = upload_vec(be, L.indexer.k_norm_w);
-      l.k_norm_b = upload_vec(be, L.indexer.k_norm_b);
+    layers_.push_back(upload_layer(w.layers[static_cast<size_t>(i)]));
+    w.layers[static_cast<size_t>(i)] = LayerWeights{};
+  }
+  if (w.mtp) {
+    MtpLayerWeights& m = *w.mtp;
+    mtp_ = std::make_unique<Mtp>();
+    mtp_->enorm = upload_vec(be, m.enorm);
+    mtp_->hnorm = upload_vec(be, m.hnorm);
+    mtp_->shared_norm = upload_vec(be, m.shared_head_norm);
+    const int64_t d = c.hidden_size;
+    for (int half = 0; half < 2; ++half) {
+      Linear l{d, d, std::vector<float>(static_cast<size_t>(d * d)), {}};
+      for (int64_t r = 0; r < d; ++r)
+        std::copy_n(m.eh_proj.w.begin() + r * 2 * d + half * d, d, l.w.begin() + r * d);
+      (half == 0 ? mtp_->eh_e : mtp_->eh_h) = upload_linear(be, l, f);
     }
-    l.moe = L.moe;
-    if (!l.moe) {
-      l.mlp_gate_up = upload_gate_up(be, L.mlp, f);
-      l.mlp_down = upload_linear(be, L.mlp.down, f);
-    } else {
-      l.experts.router = upload_linear(be, L.router, f32);
-      l.experts.router_bias = upload_vec(be, L.router_bias);
-      upload_experts(be, L.experts, f, l.experts.gate_up, l.experts.down);
-      l.experts.has_shared = L.has_shared;
-      if (L.has_shared) {
-        l.experts.shared_gate_up = upload_gate_up(be, L.shared, f);
-        l.experts.shared_down = upload_linear(be, L.shared.down, f);
-      }
-    }
-    L = LayerWeights{};
-    layers_.push_back(std::move(l));
+    mtp_->block = std::make_unique<Layer>(upload_layer(m.block));
+    w.mtp.reset();
   }
   final_norm_ = upload_vec(be, w.final_norm);
   lm_head_ = upload_linear(be, w.lm_head, f);
@@ -363,20 +401,26 @@ void GlmDsaModel::ensure_pages(GlmDsaCache& c, int64_t length) {
 }
 
 size_t GlmDsaModel::weight_bytes() const {
-  size_t n = embed_.bytes() + lm_head_.bytes() + final_norm_.bytes();
-  for (const Layer& l : layers_) {
-    n += l.input_norm.bytes() + l.post_norm.bytes() + l.q_a_norm.bytes() + l.kv_a_norm.bytes();
+  auto layer_bytes = [](const Layer& l) {
+    size_t n = l.input_norm.bytes() + l.post_norm.bytes() + l.q_a_norm.bytes() + l.kv_a_norm.bytes();
     n += l.q_a.bytes() + l.q_b.bytes() + l.kv_a.bytes() + l.o.bytes() + l.mla.w_uk.bytes() + l.mla.w_uv.bytes();
     n += l.wq_b.bytes() + l.wk.bytes() + l.weights_proj.bytes() + l.k_norm_w.bytes() + l.k_norm_b.bytes();
     n += l.mlp_gate_up.bytes() + l.mlp_down.bytes();
     n += l.experts.router.bytes() + l.experts.router_bias.bytes() + l.experts.gate_up.bytes() + l.experts.down.bytes();
     n += l.experts.shared_gate_up.bytes() + l.experts.shared_down.bytes();
+    return n;
+  };
+  size_t n = embed_.bytes() + lm_head_.bytes() + final_norm_.bytes();
+  for (const Layer& l : layers_) n += layer_bytes(l);
+  if (mtp_) {
+    n += layer_bytes(*mtp_->block) + mtp_->enorm.bytes() + mtp_->hnorm.bytes() + mtp_->shared_norm.bytes();
+    n += mtp_->eh_e.bytes() + mtp_->eh_h.bytes();
   }
   return n;
 }
 
 size_t GlmDsaModel::latent_cache_bytes() const {
-  size_t n = 0;
+  size_t n = mtp_ && mtp_->latent ? mtp_->latent->bytes() : 0;
   for (const auto& l : latent_) n += l->bytes();
   return n;
 }
@@ -409,10 +453,18 @@ void GlmDsaModel::truncate(GlmDsaCache& cache, int64_t length) {
 // ---- forward --------------------------------------------------------------------------------
 
 void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* trace) {
+  const Tensor* next = i + 1 < config_.num_layers ? &layers_[static_cast<size_t>(i) + 1].input_norm : nullptr;
+  run_layer(layers_[static_cast<size_t>(i)], *latent_[static_cast<size_t>(i)], *stack_, i, i == 0, next, nullptr, opt,
+            trace, i);
+}
+
+void GlmDsaModel::run_layer(Layer& l, backend::LatentCache& latent, share::DsaStack& st, int st_layer, bool first,
+                            const Tensor* next_norm, const Tensor* indices, const ForwardOptions& opt,
+                            ForwardTrace* trace, int trace_layer) {
   const GlmDsaConfig& c = config_;
   backend::Backend& be = *be_;
-  Layer& l = layers_[static_cast<size_t>(i)];
   Work& w = *work_;
+  const int i = trace_layer;
   const int64_t R = step_.rows(), d = c.hidden_size;
   const int H = c.num_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, kvr = c.kv_lora_rank;
   const int ld = c.latent_dim(), hi = c.index_n_heads, di = c.index_head_dim;
@@ -448,7 +500,7 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
     }
   };
 
-  if (i == 0) {  // later layers get x from the previous layer's fused residual add + norm
+  if (first) {  // later layers get x from the previous layer's fused residual add + norm
     be.mark(Region::kNorm);
     norm(h, x, l.input_norm, d, d, d, c.rms_norm_eps);
   }
@@ -460,10 +512,9 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
   be.linear(x, l.kv_a, lat);
   norm(lat, lat, l.kv_a_norm, kvr, ld, ld, c.lora_norm_eps);
   be.rope(lat, step_.positions, rope_spec(1, ld, kvr, c.mla_rope_interleave));
-  be.latent_write(*latent_[static_cast<size_t>(i)], step_, lat);
+  be.latent_write(latent, step_, lat);
 
-  share::DsaStack& st = *stack_;
-  if (l.full) {
+  if (l.full && indices == nullptr) {
     be.mark(Region::kIndexer);
     const Tensor iq = w.iq.rows(0, R), ik = w.ik.rows(0, R), iw = w.iw.rows(0, R);
     be.linear(cq, l.wq_b, iq);
@@ -476,14 +527,14 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
       const auto& f = (*opt.forced_topk)[static_cast<size_t>(i)];
       IS_CHECK(static_cast<int64_t>(f.size()) == R * c.index_topk, "GlmDsaModel::forward: forced_topk[", i, "] has ",
                f.size(), " entries, expected ", R * c.index_topk);
-      st.append_keys(i, ik);
-      st.set_topk(i, f);
+      st.append_keys(st_layer, ik);
+      st.set_topk(st_layer, f);
     } else {
-      st.index(i, iq, iw, ik);
+      st.index(st_layer, iq, iw, ik);
     }
     if (trace && opt.capture_scores) {
       Tensor s = be.alloc(DType::kF32, {R, step_.max_len});
-      st.scores(i, iq, iw, s);
+      st.scores(st_layer, iq, iw, s);
       auto& dst = trace->scores[static_cast<size_t>(i)];
       dst.resize(static_cast<size_t>(s.numel()));
       be.download(dst.data(), s);
@@ -493,15 +544,15 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
   backend::MlaArgs ma;
   ma.q = q;
   ma.w = &l.mla;
-  ma.cache = latent_[static_cast<size_t>(i)].get();
-  ma.indices = st.topk(i);
+  ma.cache = &latent;
+  ma.indices = indices ? *indices : st.topk(st_layer);
   ma.scale = c.attn_scale;
   ma.out = o;
   be.mla_attention(ma);
   if (trace) {
     (l.full ? trace->indexer_calls : trace->shared_layers) += 1;
     if (opt.capture_topk) {
-      const Tensor& lg = st.topk_logical(i);
+      const Tensor& lg = st.topk_logical(st_layer);
       auto& dst = trace->topk[static_cast<size_t>(i)];
       const size_t old = dst.size();
       dst.resize(old + static_cast<size_t>(lg.numel()));
@@ -527,9 +578,9 @@ void GlmDsaModel::layer_forward(int i, const ForwardOptions& opt, ForwardTrace* 
     be.mlp(x, l.mlp_gate_up, l.mlp_down, y);
   }
   be.mark(Region::kNorm);
-  if (i + 1 < c.num_layers) {
+  if (next_norm) {
     backend::NormArgs next = post;
-    next.weight = layers_[static_cast<size_t>(i) + 1].input_norm;
+    next.weight = *next_norm;
     be.add_rms_norm(y, next);
   } else {
     be.add(h, y);
@@ -562,8 +613,21 @@ void GlmDsaModel::lm_head(int64_t r0, int64_t r1, const Tensor& out) {
 
 std::vector<float> GlmDsaModel::run_step(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace,
                                          int64_t first_row) {
-  const int64_t R = step_.rows(), V = config_.vocab_size;
+  const int64_t R = step_.rows(), V = config_.vocab_size, d = config_.hidden_size;
   run_layers(ids, opt, trace);
+  if (opt.hidden) {  // the final norm of every row (the LM head below recomputes its rows' own)
+    backend::NormArgs a;
+    a.x = work_->h.rows(0, R);
+    a.y = work_->x.rows(0, R);
+    a.weight = final_norm_;
+    a.rows = R;
+    a.n = a.ld_x = a.ld_y = d;
+    a.eps = config_.rms_norm_eps;
+    be_->rms_norm(a);
+    const size_t old = opt.hidden->size();
+    opt.hidden->resize(old + static_cast<size_t>(R * d));
+    be_->download(opt.hidden->data() + old, work_->x.rows(0, R));
+  }
   if (first_row >= R) return {};
   constexpr int64_t kBlock = 256;
   const int64_t n = R - first_row;
@@ -598,6 +662,7 @@ std::vector<float> GlmDsaModel::forward(GlmDsaCache& cache, std::span<const int3
   IS_CHECK(!(opt.capture_scores || opt.forced_topk) || T <= options_.max_step_rows,
            "GlmDsaModel::forward: score capture and forced sets need the tokens in one step (", T, " > max_step_rows ",
            options_.max_step_rows, ")");
+  if (opt.hidden) opt.hidden->clear();
   if (trace) {
     *trace = ForwardTrace{};
     if (opt.capture_topk) trace->topk.resize(static_cast<size_t>(c.num_layers));
@@ -628,6 +693,104 @@ std::vector<float> GlmDsaModel::forward(GlmDsaCache& cache, std::span<const int3
     logits.insert(logits.end(), part.begin(), part.end());
   }
   return logits;
+}
+
+bool GlmDsaModel::mtp_has_indexer() const { return mtp_ && mtp_->block->full; }
+
+MtpOutput GlmDsaModel::mtp_forward(GlmDsaCache& cache, const MtpCall& call) {
+  const GlmDsaConfig& c = config_;
+  IS_CHECK(mtp_ != nullptr, "GlmDsaModel::mtp_forward: no MTP layer loaded (ModelOptions::mtp / --mtp)");
+  const int64_t T = call.T, d = c.hidden_size, V = c.vocab_size;
+  IS_CHECK(T >= 1 && call.hidden && call.next, "GlmDsaModel::mtp_forward: needs T >= 1 rows of hidden states and ids");
+  IS_CHECK(call.pos0 >= 0 && call.pos0 + T <= options_.max_tokens, "GlmDsaModel::mtp_forward: rows ", call.pos0, " .. ",
+           call.pos0 + T - 1, " outside the cache capacity ", options_.max_tokens);
+  IS_CHECK(T <= options_.max_step_rows, "GlmDsaModel::mtp_forward: ", T, " rows > max_step_rows ",
+           options_.max_step_rows);
+  IS_CHECK(call.logit_rows >= 0 && call.logit_rows <= T, "GlmDsaModel::mtp_forward: logit_rows ", call.logit_rows,
+           " outside [0, ", T, "]");
+  for (int64_t t = 0; t < T; ++t)
+    IS_CHECK(call.next[t] >= 0 && call.next[t] < V, "GlmDsaModel::mtp_forward: token id ", call.next[t], " at row ", t,
+             " is outside the vocabulary [0, ", V, ")");
+  const bool own = call.sets == nullptr;
+  IS_CHECK(own ? mtp_->block->full : call.set_width >= 1, "GlmDsaModel::mtp_forward: ",
+           own ? "the MTP layer has no indexer of its own: give it sets to attend over" : "set_width must be >= 1");
+  if (!own)
+    for (int64_t t = 0; t < T; ++t)
+      for (int j = 0; j < call.set_width; ++j) {
+        const int32_t p = call.sets[t * call.set_width + j];
+        IS_CHECK(p >= -1 && p <= call.pos0 + t, "GlmDsaModel::mtp_forward: set entry ", p, " of row ", t,
+                 " (position ", call.pos0 + t, ") is not an earlier position");
+      }
+  ensure_pages(cache, call.pos0 + T);
+
+  backend::Backend& be = *be_;
+  Work& w = *work_;
+  step_.B = 1;
+  step_.T = T;
+  step_.q_start = {call.pos0};
+  step_.max_pages = static_cast<int>(cache.pages.size());
+  step_.table_host = cache.pages;
+  backend::upload_step(be, step_, step_buffer_);
+  w.ensure(be, c, T);
+  const Tensor ids = w.ids.rows(0, T), h = w.h.rows(0, T), x = w.x.rows(0, T), y = w.y.rows(0, T);
+  auto norm = [&](const Tensor& in, const Tensor& out, const Tensor& wt) {
+    backend::NormArgs a;
+    a.x = in;
+    a.y = out;
+    a.weight = wt;
+    a.rows = T;
+    a.n = a.ld_x = a.ld_y = d;
+    a.eps = c.rms_norm_eps;
+    be.rms_norm(a);
+  };
+  // u = eh_proj . [enorm(embed(next)) ; hnorm(hidden)], as two products over the column halves.
+  be.mark(Region::kEmbed);
+  be.upload(ids, call.next);
+  be.embed(embed_, ids, x);
+  norm(x, x, mtp_->enorm);
+  be.upload(y, call.hidden);
+  norm(y, y, mtp_->hnorm);
+  be.mark(Region::kAttnProj);
+  be.linear(x, mtp_->eh_e, h);
+  be.linear(y, mtp_->eh_h, x);
+  be.add(h, x);
+
+  share::DsaStack& st = *mtp_->stack;
+  st.begin_step(step_);
+  Tensor physical;
+  if (!own) {
+    const int K = call.set_width;
+    if (!w.sets_logical.defined() || w.sets_logical.numel() < T * K) {
+      w.sets_logical = be.alloc(DType::kI32, {T * K});
+      w.sets_physical = be.alloc(DType::kI32, {T * K});
+    }
+    const Tensor lg = w.sets_logical.rows(0, T * K).reshape({T, K});
+    physical = w.sets_physical.rows(0, T * K).reshape({T, K});
+    be.upload(lg, call.sets);
+    be.to_physical(step_, lg, physical);
+  }
+  const ForwardOptions plain;
+  run_layer(*mtp_->block, *mtp_->latent, st, 0, true, nullptr, own ? nullptr : &physical, plain, nullptr, 0);
+
+  MtpOutput out;
+  norm(h, x, mtp_->shared_norm);
+  out.g.resize(static_cast<size_t>(T * d));
+  be.download(out.g.data(), x);
+  if (call.logit_rows > 0) {
+    be.mark(Region::kLmHead);
+    const int64_t n = call.logit_rows;
+    Tensor logits = be.alloc(DType::kF32, {n, V});
+    be.linear(w.x.rows(T - n, T), lm_head_, logits);
+    out.logits.resize(static_cast<size_t>(n * V));
+    be.download(out.logits.data(), logits);
+  }
+  if (own) {
+    const Tensor& lg = st.topk_logical(0);
+    out.topk.resize(static_cast<size_t>(lg.numel()));
+    be.download(out.topk.data(), lg);
+    out.indexer_ran = true;
+  }
+  return out;
 }
 
 std::vector<float> GlmDsaModel::decode(std::span<GlmDsaCache* const> caches, std::span<const int32_t> tokens) {

@@ -66,6 +66,8 @@ struct ModelOptions {
   // so one capture serves graph_bucket steps of a batch.
   bool graphs = true;
   int64_t graph_bucket = 4096;
+  // Load and run the checkpoint's first nextn (MTP) layer as a draft head (mtp_forward).
+  bool mtp = false;
 };
 
 // Which rows of a forward() call get logits: all, the last `last_rows`, or none.
@@ -80,6 +82,36 @@ struct ForwardOptions {
   const std::vector<std::vector<int32_t>>* forced_topk = nullptr;
   LogitRows logits = LogitRows::kAll;
   int64_t last_rows = 1;  // kLast: how many of the last rows
+  // Nullable: every row's final hidden state after the final norm, [T, hidden] host (what the
+  // LM head reads, and what an MTP head reads as h_i).
+  std::vector<float>* hidden = nullptr;
+};
+
+// One call of the MTP (nextn) layer over rows at positions pos0 .. pos0 + T - 1 of a sequence.
+// Row i reads h_i (the target's final hidden state after its final norm, or the layer's own
+// output g of the row before when drafting further ahead) and x_{i+1}, the token after i:
+//   u_i = eh_proj . [enorm(embed(x_{i+1})) ; hnorm(h_i)]
+//   v   = the nextn decoder block over u at positions pos0 .., with its own latent cache and its
+//         own indexer (cache) over the positions the layer has seen
+//   g_i = shared_head.norm(v_i);  logits_i = lm_head(g_i)   (a draft for x_{i+2})
+// The layer's caches are addressed by position through the sequence's page table (the target's
+// GlmDsaCache), so rows past the target's length (drafts) are rewritten by later calls.
+struct MtpCall {
+  int64_t pos0 = 0;
+  int64_t T = 0;
+  const float* hidden = nullptr;  // [T, hidden] host
+  const int32_t* next = nullptr;  // [T] ids
+  // Nullable: attend over these sets instead of the layer's own top-k: [T, set_width] logical
+  // positions (each <= the row's position; -1 = empty), host. The layer's indexer does not run.
+  const int32_t* sets = nullptr;
+  int set_width = 0;
+  int64_t logit_rows = 1;  // logits of the last logit_rows rows
+};
+struct MtpOutput {
+  std::vector<float> g;       // [T, hidden]
+  std::vector<float> logits;  // [logit_rows, vocab]
+  std::vector<int32_t> topk;  // [T, index_topk] logical positions the rows attended (own indexer)
+  bool indexer_ran = false;
 };
 
 struct ForwardTrace {
@@ -119,6 +151,12 @@ class GlmDsaModel {
   // naming a bad token id (position and value), or a cache too small, before touching the cache.
   std::vector<float> forward(GlmDsaCache& cache, std::span<const int32_t> tokens, const ForwardOptions& opt = {},
                              ForwardTrace* trace = nullptr);
+  // The MTP layer (ModelOptions::mtp; Error otherwise): see MtpCall. Takes pages of `cache` up
+  // to pos0 + T without changing cache.length. Throws Error naming a bad id, shape or position.
+  MtpOutput mtp_forward(GlmDsaCache& cache, const MtpCall& call);
+  bool has_mtp() const { return mtp_ != nullptr; }
+  bool mtp_has_indexer() const;
+
   // Batched decode: one new token per sequence in one step; logits [B, vocab].
   std::vector<float> decode(std::span<GlmDsaCache* const> caches, std::span<const int32_t> tokens);
 
@@ -139,6 +177,7 @@ class GlmDsaModel {
  private:
   struct Layer;
   struct Work;
+  struct Mtp;
   GlmDsaModel(GlmDsaConfig config, std::shared_ptr<backend::Backend> be, const ModelOptions& options);
   void init_caches();
   void upload(GlmDsaWeights&& w);
@@ -149,6 +188,14 @@ class GlmDsaModel {
   void run_layers(const Tensor& ids, const ForwardOptions& opt, ForwardTrace* trace);
   void lm_head(int64_t r0, int64_t r1, const Tensor& out);
   void layer_forward(int i, const ForwardOptions& opt, ForwardTrace* trace);
+  // One decoder layer over step_ (h in, h out): `first` normalises h itself (else x already
+  // holds the previous layer's fused norm); `next_norm` (nullable) fuses the next layer's input
+  // norm into the residual add. The F-layer indexer runs through `st` as layer `st_layer`
+  // unless `indices` ([rows, K] physical slots) are given.
+  void run_layer(Layer& l, backend::LatentCache& latent, share::DsaStack& st, int st_layer, bool first,
+                 const Tensor* next_norm, const Tensor* indices, const ForwardOptions& opt, ForwardTrace* trace,
+                 int trace_layer);
+  Layer upload_layer(LayerWeights& L);
   // The device buffers a captured decode step reads and writes; a graph is replayed only while
   // they are the same.
   std::vector<const void*> graph_signature() const;
@@ -158,6 +205,7 @@ class GlmDsaModel {
   std::shared_ptr<backend::Backend> be_;
   std::shared_ptr<PagePool> pool_;
   std::vector<Layer> layers_;
+  std::unique_ptr<Mtp> mtp_;
   backend::Weight embed_, lm_head_;
   Tensor final_norm_;
   Tensor inv_freq_;

@@ -35,6 +35,7 @@ void GlmDsaConfig::validate() const {
            " must be finite and > 0");
   IS_CHECK(schedule.num_layers() == num_layers, "GlmDsaConfig: schedule has ", schedule.num_layers(),
            " layers, num_hidden_layers = ", num_layers);
+  IS_CHECK(num_nextn_predict_layers >= 0, "GlmDsaConfig: num_nextn_predict_layers = ", num_nextn_predict_layers, " < 0");
   IS_CHECK(static_cast<int>(moe_layer.size()) == num_layers, "GlmDsaConfig: moe_layer has ", moe_layer.size(),
            " entries, num_hidden_layers = ", num_layers);
   const bool any_dense = std::find(moe_layer.begin(), moe_layer.end(), false) != moe_layer.end();

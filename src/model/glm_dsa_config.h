@@ -62,6 +62,11 @@ struct GlmDsaConfig {
   float routed_scaling_factor = 1.0f;
   std::vector<bool> moe_layer;        // [num_layers]: routed MoE (true) or dense MLP
 
+  // ---- multi-token prediction ----
+  // nextn (MTP) layers the checkpoint holds after the decoder stack (model.layers.<num_layers>..);
+  // the engine runs the first one as a draft head when asked (ModelOptions::mtp).
+  int num_nextn_predict_layers = 0;
+
   int qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   int latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }  // cached per token
   // Checks sizes and consistency; throws Error naming the field.

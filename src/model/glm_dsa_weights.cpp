@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -61,7 +62,8 @@ class Loader {
     return out;
   }
 
-  LayerWeights layer(int i) {
+  LayerWeights layer(int i) { return layer(i, c_.schedule.is_full(i), c_.moe_layer[static_cast<size_t>(i)]); }
+  LayerWeights layer(int i, bool full, bool moe) {
     const std::string p = "model.layers." + std::to_string(i);
     const std::string a = p + ".self_attn";
     const int64_t d = c_.hidden_size, h = c_.num_heads;
@@ -75,7 +77,7 @@ class Loader {
     L.kv_a_norm = tensor(a + ".kv_a_layernorm.weight", {c_.kv_lora_rank});
     L.kv_b = linear(a + ".kv_b_proj", h * (c_.qk_nope_head_dim + c_.v_head_dim), c_.kv_lora_rank, false);
     L.o = linear(a + ".o_proj", d, h * c_.v_head_dim, c_.attention_bias);
-    if (c_.schedule.is_full(i)) {
+    if (full) {
       const std::string x = a + ".indexer";
       const int64_t hi = c_.index_n_heads, di = c_.index_head_dim;
       L.has_indexer = true;
@@ -88,7 +90,7 @@ class Loader {
       L.indexer.k_norm_b = tensor(x + ".k_norm.bias", {di});
       L.indexer.weights_proj = linear(x + ".weights_proj", hi, d, false);
     }
-    L.moe = c_.moe_layer[static_cast<size_t>(i)];
+    L.moe = moe;
     if (!L.moe) {
       L.mlp = mlp(p + ".mlp", c_.intermediate_size);
     } else {
@@ -101,6 +103,31 @@ class Loader {
       }
     }
     return L;
+  }
+
+  // The first nextn layer (model.layers.<num_layers>); `embed` and `lm_head` are the model's.
+  MtpLayerWeights mtp(const std::vector<float>& embed, const std::vector<float>& lm_head) {
+    const int L = c_.num_layers;
+    const std::string p = "model.layers." + std::to_string(L);
+    const int64_t d = c_.hidden_size;
+    MtpLayerWeights m;
+    m.enorm = tensor(p + ".enorm.weight", {d});
+    m.hnorm = tensor(p + ".hnorm.weight", {d});
+    m.eh_proj = linear(p + ".eh_proj", d, 2 * d, false);
+    m.shared_head_norm = tensor(p + ".shared_head.norm.weight", {d});
+    // The block: an indexer and a router when the checkpoint has them.
+    const bool full = src_.has(p + ".self_attn.indexer.wk.weight");
+    const bool moe = src_.has(p + ".mlp.gate.weight");
+    m.block = layer(L, full, moe);
+    for (const auto& [name, want, what] :
+         {std::tuple<std::string, const std::vector<float>*, const char*>{p + ".shared_head.head.weight", &lm_head, "lm_head.weight"},
+          {p + ".embed_tokens.weight", &embed, "model.embed_tokens.weight"}}) {
+      if (!src_.has(name)) continue;
+      IS_CHECK(tensor(name, {c_.vocab_size, d}) == *want, src_.label(), ": the MTP layer's '", name, "' differs from ",
+               what, "; the engine runs the MTP layer with the model's own (a separate MTP head or embedding is not "
+               "supported)");
+    }
+    return m;
   }
 
   // Everything the source holds that was not loaded, summarised as warnings.
@@ -151,7 +178,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
   const int64_t d = c.hidden_size, h = c.num_heads;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
-  for (int l = 0; l < c.num_layers; ++l) {
+  auto layer = [&](int l, bool full, bool moe) {
     const std::string p = "model.layers." + std::to_string(l), a = p + ".self_attn";
     out.push_back({p + ".input_layernorm.weight", {d}});
     out.push_back({p + ".post_attention_layernorm.weight", {d}});
@@ -165,7 +192,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(
     out.push_back({a + ".kv_b_proj.weight", {h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}});
     out.push_back({a + ".o_proj.weight", {d, h * c.v_head_dim}});
     if (c.attention_bias) out.push_back({a + ".o_proj.bias", {d}});
-    if (c.schedule.is_full(l) || s_layer_indexers) {
+    if (full) {
       const int64_t hi = c.index_n_heads, di = c.index_head_dim;
       out.push_back({a + ".indexer.wq_b.weight", {hi * di, c.q_lora_rank}});
       out.push_back({a + ".indexer.wk.weight", {di, d}});
@@ -178,7 +205,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(
       out.push_back({q + ".up_proj.weight", {w, d}});
       out.push_back({q + ".down_proj.weight", {d, w}});
     };
-    if (!c.moe_layer[static_cast<size_t>(l)]) {
+    if (!moe) {
       mlp(p + ".mlp", c.intermediate_size);
     } else {
       out.push_back({p + ".mlp.gate.weight", {c.n_routed_experts, d}});
@@ -186,6 +213,19 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(
       for (int e = 0; e < c.n_routed_experts; ++e) mlp(p + ".mlp.experts." + std::to_string(e), c.moe_intermediate_size);
       if (c.n_shared_experts > 0) mlp(p + ".mlp.shared_experts", c.moe_intermediate_size * c.n_shared_experts);
     }
+  };
+  for (int l = 0; l < c.num_layers; ++l)
+    layer(l, c.schedule.is_full(l) || s_layer_indexers, c.moe_layer[static_cast<size_t>(l)]);
+  for (int k = 0; k < c.num_nextn_predict_layers; ++k) {
+    const int l = c.num_layers + k;
+    const std::string p = "model.layers." + std::to_string(l);
+    out.push_back({p + ".enorm.weight", {d}});
+    out.push_back({p + ".hnorm.weight", {d}});
+    out.push_back({p + ".eh_proj.weight", {d, 2 * d}});
+    out.push_back({p + ".shared_head.norm.weight", {d}});
+    out.push_back({p + ".shared_head.head.weight", {c.vocab_size, d}});
+    out.push_back({p + ".embed_tokens.weight", {c.vocab_size, d}});
+    layer(l, true, c.moe_layer.back());
   }
   out.push_back({"model.norm.weight", {d}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, d}});
@@ -193,7 +233,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(
 }
 
 GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& src,
-                                   std::vector<std::string>* warnings) {
+                                   std::vector<std::string>* warnings, bool load_mtp) {
   c.validate();
   Loader ld(c, src);
   GlmDsaWeights w;
@@ -204,6 +244,11 @@ GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& sr
     w.lm_head = {c.vocab_size, c.hidden_size, w.embed, {}};
   } else {
     w.lm_head = ld.linear("lm_head", c.vocab_size, c.hidden_size, false);
+  }
+  if (load_mtp) {
+    IS_CHECK(c.num_nextn_predict_layers >= 1, src.label(), ": an MTP layer was asked for, but the config has "
+             "num_nextn_predict_layers = ", c.num_nextn_predict_layers);
+    w.mtp = ld.mtp(w.embed, w.lm_head.w);
   }
   ld.report_unused(warnings);
   return w;

@@ -10,11 +10,17 @@
 //    none: indexer tensors present for an S layer are not loaded, with a warning;
 //  - routed experts are read per expert (mlp.experts.<e>.{gate,up,down}_proj.weight), or from
 //    the fused 3-D tensors mlp.experts.gate_up_proj [E, 2I, D] / down_proj [E, D, I];
-//  - tensors of layers >= num_hidden_layers (the MTP / nextn layer) and any other tensor not
-//    used are reported as warnings, never loaded.
+//  - the first MTP (nextn) layer, model.layers.<num_hidden_layers>, is loaded when asked
+//    (load_mtp): enorm, hnorm, eh_proj, shared_head.norm and the decoder block (its indexer when
+//    the checkpoint has one, MoE when it has a router); its shared_head.head and embed_tokens,
+//    when present, must equal lm_head and the embedding (DeepSeek-V3 / GLM checkpoints store
+//    copies), else Error: the engine runs the model's own;
+//  - tensors of other nextn layers (or of the first when not asked for) and any other tensor
+//    not used are reported as warnings, never loaded.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,21 +80,33 @@ struct LayerWeights {
   MlpWeights shared;                         // width n_shared * moe_intermediate_size
 };
 
+// The MTP module (DeepSeek-V3): u = eh_proj . [enorm(embed(x_{i+1})) ; hnorm(h_i)], then the
+// decoder block, then shared_head_norm and the model's LM head (model/glm_dsa.h, mtp_forward).
+struct MtpLayerWeights {
+  std::vector<float> enorm, hnorm, shared_head_norm;  // [hidden]
+  Linear eh_proj;                                     // [hidden, 2 * hidden]
+  LayerWeights block;
+};
+
 struct GlmDsaWeights {
   std::vector<float> embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
+  std::optional<MtpLayerWeights> mtp;  // the first nextn layer, when loaded
   std::vector<float> final_norm;  // [hidden]
   Linear lm_head;                 // [vocab, hidden] (a copy of embed when tied)
 };
 
 // Every tensor name and shape a checkpoint of `c` holds in the per-expert layout, the indexer
 // tensors of S layers included when `s_layer_indexers` (as DeepSeek / GLM-5 checkpoints run with
-// a sharing override have them); for synthetic models, tests and benchmarks.
+// a sharing override have them), and the nextn layers' (with an indexer; MoE like the last
+// layer; shared_head.head and embed_tokens copies included); for synthetic models, tests and
+// benchmarks.
 std::vector<std::pair<std::string, std::vector<int64_t>>> glm_dsa_tensor_shapes(const GlmDsaConfig& c,
                                                                                 bool s_layer_indexers);
 
-// Loads everything `c` needs; appends one message per warning to `warnings` (nullable).
+// Loads everything `c` needs (and the first nextn layer when load_mtp; Error if `c` has none);
+// appends one message per warning to `warnings` (nullable).
 GlmDsaWeights load_glm_dsa_weights(const GlmDsaConfig& c, const WeightSource& src,
-                                   std::vector<std::string>* warnings);
+                                   std::vector<std::string>* warnings, bool load_mtp = false);
 
 }  // namespace indexshare::model

@@ -106,9 +106,11 @@ VerifyResult verify_draft_token(std::span<const float> p, std::span<const float>
   return {false, sample_index(r, rng)};
 }
 
+namespace {
+
 // The head's attention backend: dense, its own indexer (a one-layer LlamaDsaBackend), or a
 // set shared from an earlier step or from the target.
-class SpeculativeDecoder::DraftBackend : public AttentionBackend {
+class DraftBackend : public AttentionBackend {
  public:
   DraftBackend(const MtpHead& head, const SpeculativeOptions& o) : head_(head), o_(o) {
     const LlamaConfig& c = head.block_model().config();
@@ -213,19 +215,96 @@ class SpeculativeDecoder::DraftBackend : public AttentionBackend {
   std::map<int64_t, std::vector<int32_t>> target_sets_;
 };
 
-SpeculativeDecoder::SpeculativeDecoder(const LlamaModel& target, const MtpHead& head, SpeculativeOptions o,
-                                       AttentionBackend* target_backend)
-    : target_(target), head_(head), o_(o), target_backend_(target_backend), rng_(o.seed) {
-  IS_CHECK(&head.base() == &target, "speculative: the MTP head was loaded for another model object");
+// The Llama family: LlamaModel + KvCache + its attention backend, MtpHead + its own cache.
+class LlamaPair : public SpecPair {
+ public:
+  LlamaPair(const LlamaModel& target, const MtpHead& head, AttentionBackend* target_backend, int64_t capacity)
+      : target_(target), head_(head), target_backend_(target_backend), capacity_(capacity) {
+    IS_CHECK(&head.base() == &target, "speculative: the MTP head was loaded for another model object");
+    IS_CHECK(capacity > 0, "speculative: capacity must be > 0");
+    tcache_.reset(target.config(), capacity);
+    hcache_.reset(head.block_model().config(), capacity);
+  }
+  int64_t vocab() const override { return target_.config().vocab; }
+  int64_t hidden_size() const override { return target_.config().d_model; }
+  int64_t capacity() const override { return capacity_; }
+  int64_t draft_vocab() const override { return head_.draft_vocab(); }
+  int32_t draft_token(int32_t column) const override { return head_.token_of(column); }
+  void configure(const SpeculativeOptions& o) override {
+    check_draft_attention(o, head_, target_backend_);
+    o_ = o;
+    draft_ = std::make_unique<DraftBackend>(head_, o_);
+  }
+  void begin_sequence(int64_t keep) override {
+    tcache_.length = 0;
+    hcache_.clear();
+    if (target_backend_) target_backend_->begin_sequence();
+    draft_->begin_sequence();
+    draft_->indexer_calls = 0;
+    tcache_.length = keep;  // the cached rows beyond keep are overwritten as the sequence grows
+  }
+  int64_t target_length() const override { return tcache_.length; }
+  void target_forward(const int32_t* tokens, int64_t T, bool all_logits, std::vector<float>& logits,
+                      std::vector<float>& hidden) override {
+    indexshare::model::target_forward(target_, tokens, T, tcache_, target_backend_, logits, hidden, all_logits);
+  }
+  void prefill_done(bool reused) override {
+    auto* dsa = dynamic_cast<LlamaDsaBackend*>(target_backend_);
+    if (!reused && dsa) prefill_sets_ = dsa->shared_topk();
+    if (o_.draft_attention == DraftAttention::kShareTarget) draft_->add_target_sets(prefill_sets_);
+  }
+  void verified(int64_t m, int64_t kept) override {
+    tcache_.length = m + kept;
+    if (o_.draft_attention == DraftAttention::kShareTarget) {
+      DsaSharedTopk s = dynamic_cast<LlamaDsaBackend*>(target_backend_)->shared_topk();
+      s.rows = kept;
+      s.indices.resize(static_cast<size_t>(s.rows) * static_cast<size_t>(o_.topk));
+      draft_->drop_target_sets_before(m);
+      draft_->add_target_sets(s);
+    }
+  }
+  int64_t head_length() const override { return hcache_.length; }
+  void head_forward(const float* h, const int32_t* next, int64_t T, bool step0, float* g_last,
+                    float* logits_last) override {
+    const int64_t d = hidden_size();
+    g_.resize(static_cast<size_t>(T * d));
+    draft_->begin_step(step0);
+    head_.forward(h, next, T, hcache_, g_.data(), logits_last, 1, draft_.get());
+    std::copy(g_.end() - d, g_.end(), g_last);
+  }
+  void head_rollback(int64_t length) override { hcache_.length = length; }
+  int64_t draft_indexer_calls() const override { return draft_->indexer_calls; }
+
+ private:
+  const LlamaModel& target_;
+  const MtpHead& head_;
+  AttentionBackend* target_backend_;
+  int64_t capacity_;
+  SpeculativeOptions o_;
+  std::unique_ptr<DraftBackend> draft_;
+  KvCache tcache_, hcache_;
+  DsaSharedTopk prefill_sets_;
+  std::vector<float> g_;
+};
+
+}  // namespace
+
+std::unique_ptr<SpecPair> make_llama_pair(const LlamaModel& target, const MtpHead& head, AttentionBackend* target_backend,
+                                          int64_t capacity) {
+  return std::make_unique<LlamaPair>(target, head, target_backend, capacity);
+}
+
+SpeculativeDecoder::SpeculativeDecoder(std::unique_ptr<SpecPair> pair, SpeculativeOptions o)
+    : pair_(std::move(pair)), o_(o), rng_(o.seed) {
   IS_CHECK(o_.draft_tokens >= 1, "speculative: --draft must be >= 1, got ", o_.draft_tokens);
   IS_CHECK(o_.temperature >= 0.0f && std::isfinite(o_.temperature), "speculative: temperature must be >= 0, got ",
            o_.temperature);
-  IS_CHECK(o_.capacity > 0, "speculative: capacity must be > 0");
-  check_draft_attention(o_, head, target_backend);
-  draft_ = std::make_unique<DraftBackend>(head, o_);
-  tcache_.reset(target.config(), o_.capacity);
-  hcache_.reset(head.block_model().config(), o_.capacity);
+  pair_->configure(o_);
 }
+
+SpeculativeDecoder::SpeculativeDecoder(const LlamaModel& target, const MtpHead& head, SpeculativeOptions o,
+                                       AttentionBackend* target_backend)
+    : SpeculativeDecoder(make_llama_pair(target, head, target_backend, o.capacity), o) {}
 
 SpeculativeDecoder::~SpeculativeDecoder() = default;
 
@@ -233,25 +312,21 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
                                                   const std::function<bool(int32_t)>& on_token) {
   IS_CHECK(!prompt.empty(), "speculative: the prompt is empty");
   IS_CHECK(max_new >= 0, "speculative: max_new must be >= 0");
+  SpecPair& P = *pair_;
   const int N = o_.draft_tokens;
   const int64_t n = static_cast<int64_t>(prompt.size());
-  IS_CHECK(n + max_new + N <= o_.capacity, "speculative: prompt (", n, ") + new tokens (", max_new, ") + draft (", N,
-           ") exceed the capacity of ", o_.capacity);
-  const int64_t d = target_.config().d_model, V = target_.config().vocab;
+  IS_CHECK(n + max_new + N <= P.capacity(), "speculative: prompt (", n, ") + new tokens (", max_new, ") + draft (", N,
+           ") exceed the capacity of ", P.capacity());
+  const int64_t d = P.hidden_size(), V = P.vocab(), Vd = P.draft_vocab();
   const bool greedy = o_.temperature == 0.0f;
-  auto* target_dsa = dynamic_cast<LlamaDsaBackend*>(target_backend_);
-  const bool share_target = o_.draft_attention == DraftAttention::kShareTarget;
   stats_ = {};
   stats_.accepted_hist.assign(static_cast<size_t>(N + 1), 0);
-  tcache_.length = 0;
-  hcache_.clear();
-  if (target_backend_) target_backend_->begin_sequence();
-  draft_->begin_sequence();
+  const bool reuse = last_prompt_.size() == prompt.size() && std::equal(prompt.begin(), prompt.end(), last_prompt_.begin());
+  P.begin_sequence(reuse ? n : 0);
 
   std::vector<int32_t> seq(prompt.begin(), prompt.end());
   std::vector<int32_t> out;
-  std::vector<float> logits, hidden, pending_h, gl;  // pending_h: hidden rows the head has not read
-  const int64_t Vd = head_.draft_vocab();
+  std::vector<float> logits, hidden, pending_h;  // pending_h: hidden rows the head has not read
   std::vector<float> p(static_cast<size_t>(V)), g(static_cast<size_t>(d)), hl(static_cast<size_t>(Vd)),
       ql(static_cast<size_t>(Vd));
   std::vector<float> q(static_cast<size_t>(N) * V);
@@ -269,20 +344,17 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
   };
 
   auto t0 = std::chrono::steady_clock::now();
-  const bool reuse = last_prompt_.size() == prompt.size() && std::equal(prompt.begin(), prompt.end(), last_prompt_.begin());
   if (reuse) {
-    tcache_.length = n;  // the cached rows beyond n are overwritten as the sequence grows
     logits = last_logits_;
     hidden = last_hidden_;
   } else {
     last_prompt_.clear();
-    target_forward(target_, seq.data(), n, tcache_, target_backend_, logits, hidden, false);
-    if (target_dsa) last_sets_ = target_dsa->shared_topk();
+    P.target_forward(seq.data(), n, false, logits, hidden);
     last_prompt_.assign(prompt.begin(), prompt.end());
     last_logits_ = logits;
     last_hidden_ = hidden;
   }
-  if (share_target) draft_->add_target_sets(last_sets_);
+  P.prefill_done(reuse);
   pending_h = hidden;
   stats_.prefill_reused = reuse;
   stats_.prefill_seconds = seconds_since(t0);
@@ -291,43 +363,39 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
 
   std::vector<int32_t> drafts(static_cast<size_t>(N)), verify(static_cast<size_t>(N + 1));
   while (!stop) {
-    const int64_t m = tcache_.length;  // seq[m] is the pending token
-    // Never draft past the capacity or the tokens still wanted.
+    const int64_t m = P.target_length();  // seq[m] is the pending token
+    // Never draft past the tokens still wanted.
     const int n_draft = static_cast<int>(std::min<int64_t>(N, max_new - static_cast<int64_t>(out.size())));
-    // 1. The head catches up on rows hcache_.length .. m - 1 (true hidden states) and drafts d_1.
+    // 1. The head catches up on rows head_length() .. m - 1 (true hidden states) and drafts d_1.
     t0 = std::chrono::steady_clock::now();
-    const int64_t c0 = hcache_.length, rows = m - c0;
+    const int64_t c0 = P.head_length(), rows = m - c0;
     IS_CHECK(rows >= 1 && static_cast<int64_t>(pending_h.size()) == rows * d, "speculative: internal state");
-    draft_->begin_step(true);
-    gl.resize(static_cast<size_t>(rows * d));
-    head_.forward(pending_h.data(), seq.data() + c0 + 1, rows, hcache_, gl.data(), hl.data(), 1, draft_.get());
-    std::copy(gl.end() - d, gl.end(), g.begin());  // the last row's output, read by the next step
+    P.head_forward(pending_h.data(), seq.data() + c0 + 1, rows, true, g.data(), hl.data());
     for (int j = 0; j < n_draft; ++j) {
       float* qj = q.data() + static_cast<size_t>(j) * V;
       // Logit column -> token id (a reduced draft vocabulary maps; q is zero outside it).
       if (greedy) {
-        drafts[static_cast<size_t>(j)] = head_.token_of(greedy_token(hl));
+        drafts[static_cast<size_t>(j)] = P.draft_token(greedy_token(hl));
       } else {
         softmax_t(hl, o_.temperature, ql);
         std::fill(qj, qj + V, 0.0f);
-        for (int64_t i = 0; i < Vd; ++i) qj[head_.token_of(static_cast<int32_t>(i))] = ql[static_cast<size_t>(i)];
-        drafts[static_cast<size_t>(j)] = head_.token_of(sample_index(ql, rng_));
+        for (int64_t i = 0; i < Vd; ++i) qj[P.draft_token(static_cast<int32_t>(i))] = ql[static_cast<size_t>(i)];
+        drafts[static_cast<size_t>(j)] = P.draft_token(sample_index(ql, rng_));
       }
       if (j + 1 == n_draft) break;
-      draft_->begin_step(false);
       const int32_t next = drafts[static_cast<size_t>(j)];
-      head_.forward(g.data(), &next, 1, hcache_, g.data(), hl.data(), 1, draft_.get());
+      P.head_forward(g.data(), &next, 1, false, g.data(), hl.data());
     }
-    hcache_.length = m;  // draft rows are rewritten from true hidden states next round
+    P.head_rollback(m);  // draft rows are rewritten from true hidden states next round
     stats_.draft_seconds += seconds_since(t0);
-    stats_.draft_indexer_calls = draft_->indexer_calls;
+    stats_.draft_indexer_calls = P.draft_indexer_calls();
     stats_.drafted += n_draft;
 
     // 2. The target scores [pending, d_1 .. d_n] in one forward.
     t0 = std::chrono::steady_clock::now();
     verify[0] = seq[static_cast<size_t>(m)];
     std::copy(drafts.begin(), drafts.begin() + n_draft, verify.begin() + 1);
-    target_forward(target_, verify.data(), n_draft + 1, tcache_, target_backend_, logits, hidden, true);
+    P.target_forward(verify.data(), n_draft + 1, true, logits, hidden);
     stats_.target_seconds += seconds_since(t0);
 
     // 3. Accept the longest agreeing prefix, then the target's own token.
@@ -356,15 +424,8 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
     stats_.accepted += a;
     ++stats_.accepted_hist[static_cast<size_t>(a)];
     // Rows m .. m + a are verified; later rows are rolled back.
-    tcache_.length = m + a + 1;
+    P.verified(m, a + 1);
     pending_h.assign(hidden.begin(), hidden.begin() + static_cast<ptrdiff_t>((a + 1) * d));
-    if (share_target) {
-      DsaSharedTopk s = target_dsa->shared_topk();
-      s.rows = a + 1;
-      s.indices.resize(static_cast<size_t>(s.rows) * static_cast<size_t>(o_.topk));
-      draft_->drop_target_sets_before(m);
-      draft_->add_target_sets(s);
-    }
     const size_t before = out.size();
     for (int j = 0; j < a && !stop; ++j) emit(drafts[static_cast<size_t>(j)]);
     if (!stop) emit(next);
@@ -379,9 +440,8 @@ void SpeculativeDecoder::set_draft(int draft_tokens, DraftAttention attention) {
   o.draft_tokens = draft_tokens;
   o.draft_attention = attention;
   IS_CHECK(draft_tokens >= 1, "speculative: --draft must be >= 1, got ", draft_tokens);
-  check_draft_attention(o, head_, target_backend_);
+  pair_->configure(o);
   o_ = o;
-  draft_ = std::make_unique<DraftBackend>(head_, o_);
 }
 
 std::vector<int32_t> plain_decode(const LlamaModel& target, std::span<const int32_t> prompt, int max_new, float temperature,

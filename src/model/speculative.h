@@ -1,4 +1,6 @@
-// Speculative decoding with an MTP head (model/mtp.h) as the drafter, on the CPU.
+// Speculative decoding with an MTP head as the drafter: a Llama model with model/mtp.h's head
+// (CPU), or a GLM-MoE-DSA / DeepSeek-V3.2 model with its own nextn layer (GlmDsaModel::mtp_forward,
+// any backend). The loop is written once over SpecPair; each family adapts its target and head.
 //
 // Each round: the MTP head catches up on the positions the target has verified since the last
 // round (their true hidden states), drafts N tokens (the first from that catch-up, the rest by
@@ -19,7 +21,7 @@
 //                (vLLM's index_share_for_mtp_iteration rule);
 //   kShareTarget no draft indexer: each catch-up row i uses the top-k the target's last F layer
 //                chose for row i; later steps reuse the last verified row's set plus the positions
-//                after it (needs a LlamaDsaBackend target).
+//                after it (needs a LlamaDsaBackend target; Llama family only so far).
 // Below `topk` keys every mode is dense.
 #pragma once
 
@@ -38,6 +40,8 @@
 
 namespace indexshare::model {
 
+class GlmDsaModel;
+
 enum class DraftAttention { kDense, kIndexer, kShareStep0, kShareTarget };
 const char* draft_attention_name(DraftAttention a);  // "dense", "indexer", "share-step0", "share-target"
 // The inverse of draft_attention_name; Error listing the names otherwise.
@@ -48,8 +52,8 @@ struct SpeculativeOptions {
   float temperature = 0.0f;   // 0 = greedy
   uint64_t seed = 0;
   DraftAttention draft_attention = DraftAttention::kDense;
-  int topk = 0;               // the draft's DSA top-k (every mode but kDense)
-  int64_t capacity = 0;       // tokens per sequence (prompt + generated + N)
+  int topk = 0;               // the draft's DSA top-k (Llama heads, every mode but kDense; GLM heads use the model's index_topk)
+  int64_t capacity = 0;       // tokens per sequence (prompt + generated + N; Llama)
   int32_t stop_token = -1;    // generation ends after emitting it (-1: none)
 };
 
@@ -81,10 +85,59 @@ int32_t sample_index(std::span<const float> p, std::mt19937_64& rng);
 // softmax(logits / temperature) into p.
 void softmax_t(std::span<const float> logits, float temperature, std::span<float> p);
 
+// What the speculative loop drives: a target model and its MTP head, of one model family. The
+// loop (SpeculativeDecoder) is written once over this; make_llama_pair and make_glm_pair adapt
+// the two families. Positions are those of one sequence; caches are written by position, so a
+// rollback is a length.
+class SpecPair {
+ public:
+  virtual ~SpecPair() = default;
+  virtual int64_t vocab() const = 0;
+  virtual int64_t hidden_size() const = 0;
+  virtual int64_t capacity() const = 0;  // tokens one sequence may hold
+  virtual int64_t draft_vocab() const { return vocab(); }
+  virtual int32_t draft_token(int32_t column) const { return column; }  // logit column -> id
+  // Checks and takes the options (draft attention and top-k); Error naming what cannot run.
+  virtual void configure(const SpeculativeOptions& o) = 0;
+  // A new sequence: the head forgets everything; the target keeps its first `keep` positions
+  // (a reused prefill) or none.
+  virtual void begin_sequence(int64_t keep) = 0;
+  virtual int64_t target_length() const = 0;
+  // T tokens at positions target_length() ..: logits of every row (all_logits) or of the last,
+  // and every row's final hidden state after the final norm [T, hidden].
+  virtual void target_forward(const int32_t* tokens, int64_t T, bool all_logits, std::vector<float>& logits,
+                              std::vector<float>& hidden) = 0;
+  // The prompt's prefill has run (or was reused): the target's state for the head (share-target).
+  virtual void prefill_done(bool reused) = 0;
+  // Of the last verification forward (which started at position m), rows [m, m + kept) are kept;
+  // the target rolls back to m + kept.
+  virtual void verified(int64_t m, int64_t kept) = 0;
+  virtual int64_t head_length() const = 0;
+  // Head rows at head_length() ..: h [T, hidden], next [T]. step0: the round's first call (the
+  // catch-up rows, true hidden states); else one drafted row. Writes the last row's g [hidden]
+  // and logits [draft_vocab].
+  virtual void head_forward(const float* h, const int32_t* next, int64_t T, bool step0, float* g_last,
+                            float* logits_last) = 0;
+  virtual void head_rollback(int64_t length) = 0;
+  virtual int64_t draft_indexer_calls() const = 0;  // head steps that ran the head's own indexer
+};
+
+// The Llama family: target (with its attention backend: nullptr = dense; kShareTarget needs a
+// LlamaDsaBackend) and an MtpHead loaded for it; capacity from the options.
+std::unique_ptr<SpecPair> make_llama_pair(const LlamaModel& target, const MtpHead& head, AttentionBackend* target_backend,
+                                          int64_t capacity);
+
+// The GLM-MoE-DSA / DeepSeek-V3.2 family: the model (loaded with ModelOptions::mtp) drafts with
+// its own nextn layer (GlmDsaModel::mtp_forward), on the model's backend. Draft attention:
+// kIndexer (the layer's indexer, index_topk, at every step), kShareStep0 (at the round's first
+// step; later steps reuse that row's set plus the newer positions), kDense (every position);
+// kShareTarget is not implemented for this family (Error). Capacity: the model's max_tokens.
+std::unique_ptr<SpecPair> make_glm_pair(GlmDsaModel& model);
+
 class SpeculativeDecoder {
  public:
-  // target_backend: the target's attention (nullptr = dense). kShareTarget needs a
-  // LlamaDsaBackend there; kIndexer and kShareStep0 need a head with an indexer.
+  SpeculativeDecoder(std::unique_ptr<SpecPair> pair, SpeculativeOptions o);
+  // The Llama family (make_llama_pair with o.capacity).
   SpeculativeDecoder(const LlamaModel& target, const MtpHead& head, SpeculativeOptions o,
                      AttentionBackend* target_backend = nullptr);
   ~SpeculativeDecoder();
@@ -100,19 +153,13 @@ class SpeculativeDecoder {
   void set_draft(int draft_tokens, DraftAttention attention);
 
  private:
-  class DraftBackend;
-  const LlamaModel& target_;
-  const MtpHead& head_;
+  std::unique_ptr<SpecPair> pair_;
   SpeculativeOptions o_;
-  AttentionBackend* target_backend_;
-  std::unique_ptr<DraftBackend> draft_;
-  KvCache tcache_, hcache_;
   SpeculativeStats stats_;
   std::mt19937_64 rng_;
   // The last prompt's prefill.
   std::vector<int32_t> last_prompt_;
   std::vector<float> last_logits_, last_hidden_;
-  DsaSharedTopk last_sets_;
 };
 
 // Plain decoding for comparison (the same sampling rule as the speculative path's target: greedy
