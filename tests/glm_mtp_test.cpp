@@ -30,6 +30,9 @@
 #include "model/glm_dsa.h"
 #include "model/sampler.h"
 #include "model/speculative.h"
+#include "run_tool.h"
+
+#include <nlohmann/json.hpp>
 
 namespace indexshare {
 namespace {
@@ -385,6 +388,37 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
   const auto sampled = sd.generate(prompt, 30);
   EXPECT_EQ(sampled.size(), 30u);
   EXPECT_EQ(sd.stats().accepted + sd.stats().rounds, sd.stats().emitted);
+}
+
+TEST(GlmMtp, DsaRunGeneratesTheSameTokensWithMtp) {
+  TempDir dir;
+  make_mtp_dir(dir);
+  const std::string base = "dsa-run --model " + dir.path.string() + " --tokens 5,17,200,3,9,41,77,120,8,64,1,2,250,19 ";
+  auto r = testing_util::run_tool(base + "--generate 12 --json", "2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto plain = nlohmann::json::parse(r.out).at("generated");
+  ASSERT_EQ(plain.size(), 12u);
+  for (const char* da : {"share-step0", "indexer", "dense"}) {
+    SCOPED_TRACE(da);
+    r = testing_util::run_tool(base + "--generate 12 --json --mtp --draft 3 --draft-attention " + da, "2>/dev/null");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j.at("generated"), plain);
+    const auto& sp = j.at("speculative");
+    EXPECT_EQ(sp.at("draft_attention").get<std::string>(), da);
+    EXPECT_EQ(sp.at("accepted").get<int64_t>() + sp.at("rounds").get<int64_t>() + 1, 12);
+  }
+  r = testing_util::run_tool(base + "--generate 4 --mtp --draft-attention share-target", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("Llama family only"), std::string::npos) << r.out;
+  r = testing_util::run_tool(base + "--perplexity --mtp", "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--mtp drafts for --generate"), std::string::npos) << r.out;
+  r = testing_util::run_tool("dsa-run --model " + kFixtures + "/types_glm52 --weights " + kFixtures +
+                                 "/model.safetensors --tokens 1,2,3 --generate 2 --mtp",
+                             "2>&1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("num_nextn_predict_layers = 0"), std::string::npos) << r.out;
 }
 
 }  // namespace

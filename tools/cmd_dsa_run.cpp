@@ -16,6 +16,8 @@
 #include "io/glm_dsa_loader.h"
 #include "io/mapped_file.h"
 #include "backend/backend.h"
+#include "model/sampler.h"
+#include "model/speculative.h"
 #include <optional>
 
 namespace indexshare::cli {
@@ -101,9 +103,12 @@ int run_dsa_model(const DsaRunArgs& a) {
                    : parse_weight_format(a.weight_format);
   mo.latent_cache = parse_cache_format(a.latent_cache, "--latent-cache");
   mo.indexer_cache = parse_cache_format(a.indexer_cache, "--indexer-cache");
-  const int64_t needed = static_cast<int64_t>(longest) + a.generate;
+  IS_CHECK(!a.mtp || a.generate > 0, "--mtp drafts for --generate: give --generate N");
+  IS_CHECK(a.draft >= 1, "--draft must be >= 1, got ", a.draft);
+  mo.mtp = a.mtp;
+  const int64_t needed = static_cast<int64_t>(longest) + a.generate + (a.mtp ? a.draft : 0);
   IS_CHECK(a.max_tokens == 0 || a.max_tokens >= needed, "--ctx ", a.max_tokens, " is below the ", needed,
-           " tokens this run needs (ids + --generate)");
+           " tokens this run needs (ids + --generate + --draft with --mtp)");
   mo.max_tokens = a.max_tokens > 0 ? a.max_tokens : (a.warmup ? 2 : 1) * needed + 64;
   mo.max_step_rows = a.chunk;
   std::shared_ptr<backend::Backend> be = backend::make_backend(device);
@@ -158,7 +163,18 @@ int run_dsa_model(const DsaRunArgs& a) {
 
   std::vector<int32_t> generated;
   double decode_s = 0;
-  if (a.generate > 0) {
+  model::SpeculativeStats spec;
+  if (a.generate > 0 && a.mtp) {
+    // The prefill above stays the timed one; the decoder runs its own on a fresh sequence.
+    cache = model::GlmDsaCache{};
+    model::SpeculativeOptions so;
+    so.draft_tokens = a.draft;
+    so.draft_attention = model::parse_draft_attention(a.draft_attention);
+    model::SpeculativeDecoder dec(model::make_glm_pair(m), so);
+    generated = dec.generate(ids, a.generate);
+    spec = dec.stats();
+    decode_s = spec.generate_seconds;
+  } else if (a.generate > 0) {
     std::vector<float> last(logits.end() - V, logits.end());
     const auto t_dec = std::chrono::steady_clock::now();
     for (int g = 0; g < a.generate; ++g) {
@@ -191,6 +207,17 @@ int run_dsa_model(const DsaRunArgs& a) {
     out["shared_layers"] = tr.shared_layers;
     if (a.perplexity) out["nll"] = nll, out["perplexity"] = std::exp(nll), out["predictions"] = n_pred;
     if (a.generate > 0) out["generated"] = generated;
+    if (a.mtp)
+      out["speculative"] = {{"draft", a.draft},
+                            {"draft_attention", a.draft_attention},
+                            {"rounds", spec.rounds},
+                            {"drafted", spec.drafted},
+                            {"accepted", spec.accepted},
+                            {"accepted_hist", spec.accepted_hist},
+                            {"tokens_per_target_forward", spec.acceptance_length()},
+                            {"draft_indexer_calls", spec.draft_indexer_calls},
+                            {"target_seconds", spec.target_seconds},
+                            {"draft_seconds", spec.draft_seconds}};
     out["seconds"] = {{"load", load_s}, {"prefill", prefill_s}, {"decode", decode_s}};
     out["runs"] = json::array();
     for (size_t i = 0; i < lists.size(); ++i)
@@ -213,6 +240,10 @@ int run_dsa_model(const DsaRunArgs& a) {
     std::string s;
     for (size_t i = 0; i < generated.size(); ++i) s += (i ? " " : "") + std::to_string(generated[i]);
     fmt::print("generated {}  ({:.1f} tok/s)\n", s, static_cast<double>(a.generate) / std::max(decode_s, 1e-9));
+    if (a.mtp)
+      fmt::print("mtp       --draft {}, draft attention {}: {} rounds, {:.2f} tokens per target forward, {} of {} drafts "
+                 "accepted\n",
+                 a.draft, a.draft_attention, spec.rounds, spec.acceptance_length(), spec.accepted, spec.drafted);
   }
   return 0;
 }
@@ -245,6 +276,12 @@ CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token
                        app.add_option("--logits-rows", a->logits_rows, "rows for --logits-out (default 1)")
                            ->check(CLI::PositiveNumber);
                        app.add_flag("--warmup", a->warmup, "run the prefill once before the timed run");
+                       app.add_flag("--mtp", a->mtp,
+                                    "--generate by speculative decoding, the checkpoint's MTP (nextn) layer drafting");
+                       app.add_option("--draft", a->draft, "with --mtp: draft tokens per round (default 3)");
+                       app.add_option("--draft-attention", a->draft_attention,
+                                      "with --mtp: the draft layer's attention: dense, indexer or share-step0 "
+                                      "(default; GLM-5.2's index_share_for_mtp_iteration)");
                        return [a] { return run_dsa_model(*a); };
                      });
 

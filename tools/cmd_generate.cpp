@@ -123,6 +123,8 @@ int run(const GenerateArgs& a) {
     IS_CHECK(!a.tokens.empty(), "generate: ", a.model, " is a model directory without a tokenizer; give --tokens IDS");
     IS_CHECK(!a.dsa.dsa, "generate: --dsa is for GGUF models; a model directory runs its own indexers");
     IS_CHECK(a.sampling.temperature == 0.0f, "generate: model directories are decoded greedily (--temp 0)");
+    IS_CHECK(a.mtp.empty(), "generate: --mtp HEAD is a head file for GGUF models; a model directory drafts with its own "
+             "MTP layer: indexshare dsa-run --model DIR --tokens IDS --generate N --mtp");
     return run_dsa_model(
         {.model_dir = a.model, .tokens = a.tokens, .generate = a.max_tokens, .device = a.device, .max_tokens = a.ctx});
   }

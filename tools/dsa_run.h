@@ -25,6 +25,10 @@ struct DsaRunArgs {
   std::string logits_out;              // write the logits of the last logits_rows ids (f32, row-major)
   int64_t logits_rows = 1;
   bool warmup = false;                 // run the prefill once before the timed one
+  // Speculative decoding for --generate with the checkpoint's own MTP (nextn) layer as drafter.
+  bool mtp = false;
+  int draft = 3;
+  std::string draft_attention = "share-step0";  // dense | indexer | share-step0
 };
 
 // Parses "cpu" / "cuda" (Error naming the option otherwise).
