@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -352,6 +353,7 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
   so.draft_attention = model::DraftAttention::kIndexer;
   model::SpeculativeDecoder dec(model::make_glm_pair(m), so);
   std::vector<int64_t> hist_all(5, 0);
+  std::map<std::pair<int, int>, std::vector<int64_t>> hists;  // (rule, N) -> rounds by drafts accepted
   for (auto da : {model::DraftAttention::kIndexer, model::DraftAttention::kShareStep0, model::DraftAttention::kDense}) {
     for (int N = 1; N <= 4; ++N) {
       SCOPED_TRACE(std::string(model::draft_attention_name(da)) + " N=" + std::to_string(N));
@@ -367,6 +369,7 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
       EXPECT_EQ(s.emitted + 1, kNew);  // the first token comes from the prefill
       EXPECT_EQ(s.accepted + s.rounds, s.emitted);
       for (int a = 0; a <= N; ++a) hist_all[static_cast<size_t>(a)] += s.accepted_hist[static_cast<size_t>(a)];
+      hists[{static_cast<int>(da), N}] = s.accepted_hist;
       // Indexer runs: every head step (indexer), the first of each round (share-step0), none (dense).
       const int64_t head_steps = s.rounds + (s.drafted - s.rounds);
       if (da == model::DraftAttention::kIndexer) EXPECT_EQ(s.draft_indexer_calls, head_steps);
@@ -378,6 +381,23 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
   EXPECT_GT(hist_all[0], 0);
   EXPECT_GT(hist_all[1] + hist_all[2] + hist_all[3] + hist_all[4], 0);
   EXPECT_GT(hist_all[2] + hist_all[3] + hist_all[4], 0);
+
+  // A prefill in chunks of 5 tokens (the head reads each chunk after the target, one row
+  // behind): the same tokens.
+  model::ModelOptions oc = o;
+  oc.max_step_rows = 5;
+  GlmDsaModel mc = io::load_glm_dsa_dir(dir.path.string(), nullptr, nullptr, oc);
+  for (auto da : {model::DraftAttention::kShareStep0, model::DraftAttention::kDense}) {
+    model::SpeculativeOptions co;
+    co.draft_tokens = 3;
+    co.draft_attention = da;
+    model::SpeculativeDecoder cd(model::make_glm_pair(mc), co);
+    EXPECT_EQ(cd.generate(prompt, kNew), ref) << model::draft_attention_name(da) << ", chunked prefill";
+    EXPECT_EQ(cd.generate(prompt, kNew), ref) << model::draft_attention_name(da) << ", reused chunked prefill";
+    EXPECT_TRUE(cd.stats().prefill_reused);
+    // The head read the same rows as after an unchunked prefill: the same drafts were accepted.
+    EXPECT_EQ(cd.stats().accepted_hist, (hists[{static_cast<int>(da), 3}])) << model::draft_attention_name(da);
+  }
 
   // Sampling runs and its accounting adds up (the distribution is checked on the shared loop in
   // mtp_test.cpp's closed-form test).

@@ -38,7 +38,9 @@ class GlmPair : public SpecPair {
     } else {
       m_.truncate(cache_, keep);
     }
-    head_len_ = 0;
+    // prefill() left the head's rows 0 .. keep - 2 (written by position, never rolled back
+    // below keep - 1 since).
+    head_len_ = keep > 0 ? keep - 1 : 0;
     indexer_calls_ = 0;
     saved_.clear();
     saved_pos_ = -1;
@@ -51,6 +53,31 @@ class GlmPair : public SpecPair {
     opt.last_rows = 1;
     opt.hidden = &hidden;
     logits = m_.forward(cache_, std::span<const int32_t>(tokens, static_cast<size_t>(T)), opt);
+  }
+  // The target in chunks of max_step_rows; after each, the head reads the chunk's rows but the
+  // last (row i needs x_{i+1}, the next chunk's first token): host memory is one chunk of hidden
+  // rows, not [n, hidden] (a 1M-token prompt would need 24 GB of it at GLM-5's width).
+  void prefill(const int32_t* tokens, int64_t n, std::vector<float>& logits, std::vector<float>& pending) override {
+    const int64_t d = hidden_size(), chunk = m_.options().max_step_rows;
+    IS_CHECK(cache_.length == 0 && head_len_ == 0, "speculative: prefill on a non-empty sequence");
+    std::vector<float> h, rows, g(static_cast<size_t>(d)), hl(static_cast<size_t>(vocab()));
+    for (int64_t a = 0; a < n; a += chunk) {
+      const int64_t b = std::min(n, a + chunk);
+      ForwardOptions opt;
+      opt.logits = b == n ? LogitRows::kLast : LogitRows::kNone;
+      opt.hidden = &h;
+      std::vector<float> l = m_.forward(cache_, std::span<const int32_t>(tokens + a, static_cast<size_t>(b - a)), opt);
+      if (b == n) logits = std::move(l);
+      // Head rows head_len_ .. b - 2: the carried row (a - 1) and this chunk's rows but its last.
+      rows.insert(rows.end(), h.begin(), h.end());
+      const int64_t T = b - 1 - head_len_;
+      if (T > 0) {
+        head_forward(rows.data(), tokens + head_len_ + 1, T, true, g.data(), hl.data());
+        rows.erase(rows.begin(), rows.begin() + static_cast<ptrdiff_t>(T * d));
+      }
+    }
+    pending = std::move(rows);  // row n - 1
+    indexer_calls_ = 0;          // counts draft steps, not the prompt's
   }
   void prefill_done(bool) override {}
   void verified(int64_t m, int64_t kept) override { m_.truncate(cache_, m + kept); }

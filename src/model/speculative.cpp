@@ -326,7 +326,7 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
 
   std::vector<int32_t> seq(prompt.begin(), prompt.end());
   std::vector<int32_t> out;
-  std::vector<float> logits, hidden, pending_h;  // pending_h: hidden rows the head has not read
+  std::vector<float> logits, hidden, pending_h;  // pending_h: hidden rows the head has not read (from head_length())
   std::vector<float> p(static_cast<size_t>(V)), g(static_cast<size_t>(d)), hl(static_cast<size_t>(Vd)),
       ql(static_cast<size_t>(Vd));
   std::vector<float> q(static_cast<size_t>(N) * V);
@@ -349,7 +349,7 @@ std::vector<int32_t> SpeculativeDecoder::generate(std::span<const int32_t> promp
     hidden = last_hidden_;
   } else {
     last_prompt_.clear();
-    P.target_forward(seq.data(), n, false, logits, hidden);
+    P.prefill(seq.data(), n, logits, hidden);
     last_prompt_.assign(prompt.begin(), prompt.end());
     last_logits_ = logits;
     last_hidden_ = hidden;

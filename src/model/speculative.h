@@ -99,14 +99,22 @@ class SpecPair {
   virtual int32_t draft_token(int32_t column) const { return column; }  // logit column -> id
   // Checks and takes the options (draft attention and top-k); Error naming what cannot run.
   virtual void configure(const SpeculativeOptions& o) = 0;
-  // A new sequence: the head forgets everything; the target keeps its first `keep` positions
-  // (a reused prefill) or none.
+  // A new sequence: the target keeps its first `keep` positions (a reused prefill) or none; the
+  // head forgets what prefill() did not leave it for those positions.
   virtual void begin_sequence(int64_t keep) = 0;
   virtual int64_t target_length() const = 0;
   // T tokens at positions target_length() ..: logits of every row (all_logits) or of the last,
   // and every row's final hidden state after the final norm [T, hidden].
   virtual void target_forward(const int32_t* tokens, int64_t T, bool all_logits, std::vector<float>& logits,
                               std::vector<float>& hidden) = 0;
+  // The prompt's prefill: the target runs the n tokens (logits of the last row) and `pending` gets
+  // the hidden rows the head has not read yet, [n - head_length(), hidden]. By default the head
+  // reads none of them here (pending = every row); a pair may run the head's catch-up over rows
+  // 0 .. n - 2 chunk by chunk as the target goes (so no [n, hidden] buffer exists) and return
+  // only the last row.
+  virtual void prefill(const int32_t* tokens, int64_t n, std::vector<float>& logits, std::vector<float>& pending) {
+    target_forward(tokens, n, false, logits, pending);
+  }
   // The prompt's prefill has run (or was reused): the target's state for the head (share-target).
   virtual void prefill_done(bool reused) = 0;
   // Of the last verification forward (which started at position m), rows [m, m + kept) are kept;
