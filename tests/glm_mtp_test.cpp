@@ -277,8 +277,6 @@ TEST(GlmMtp, BadInputsNameTheProblem) {
   c.logit_rows = 3;
   expect_error([&] { m.mtp_forward(cache, c); }, "logit_rows 3");
   model::SpeculativeOptions so;
-  so.draft_attention = model::DraftAttention::kShareTarget;
-  expect_error([&] { model::SpeculativeDecoder(model::make_glm_pair(m), so); }, "Llama family only");
   so.draft_attention = model::DraftAttention::kIndexer;
   so.topk = 7;
   expect_error([&] { model::SpeculativeDecoder(model::make_glm_pair(m), so); }, "--draft-topk 7 differs");
@@ -354,7 +352,8 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
   model::SpeculativeDecoder dec(model::make_glm_pair(m), so);
   std::vector<int64_t> hist_all(5, 0);
   std::map<std::pair<int, int>, std::vector<int64_t>> hists;  // (rule, N) -> rounds by drafts accepted
-  for (auto da : {model::DraftAttention::kIndexer, model::DraftAttention::kShareStep0, model::DraftAttention::kDense}) {
+  for (auto da : {model::DraftAttention::kIndexer, model::DraftAttention::kShareStep0, model::DraftAttention::kDense,
+                  model::DraftAttention::kShareTarget}) {
     for (int N = 1; N <= 4; ++N) {
       SCOPED_TRACE(std::string(model::draft_attention_name(da)) + " N=" + std::to_string(N));
       dec.set_draft(N, da);
@@ -374,7 +373,8 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
       const int64_t head_steps = s.rounds + (s.drafted - s.rounds);
       if (da == model::DraftAttention::kIndexer) EXPECT_EQ(s.draft_indexer_calls, head_steps);
       if (da == model::DraftAttention::kShareStep0) EXPECT_EQ(s.draft_indexer_calls, s.rounds);
-      if (da == model::DraftAttention::kDense) EXPECT_EQ(s.draft_indexer_calls, 0);
+      if (da == model::DraftAttention::kDense || da == model::DraftAttention::kShareTarget)
+        EXPECT_EQ(s.draft_indexer_calls, 0);
     }
   }
   // Rounds accepted none, some and all of their drafts: both branches of the verification ran.
@@ -387,7 +387,7 @@ TEST(GlmMtp, GreedySpeculativeDecodingEqualsPlainDecoding) {
   model::ModelOptions oc = o;
   oc.max_step_rows = 5;
   GlmDsaModel mc = io::load_glm_dsa_dir(dir.path.string(), nullptr, nullptr, oc);
-  for (auto da : {model::DraftAttention::kShareStep0, model::DraftAttention::kDense}) {
+  for (auto da : {model::DraftAttention::kShareStep0, model::DraftAttention::kDense, model::DraftAttention::kShareTarget}) {
     model::SpeculativeOptions co;
     co.draft_tokens = 3;
     co.draft_attention = da;
@@ -418,7 +418,7 @@ TEST(GlmMtp, DsaRunGeneratesTheSameTokensWithMtp) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const auto plain = nlohmann::json::parse(r.out).at("generated");
   ASSERT_EQ(plain.size(), 12u);
-  for (const char* da : {"share-step0", "indexer", "dense"}) {
+  for (const char* da : {"share-step0", "indexer", "dense", "share-target"}) {
     SCOPED_TRACE(da);
     r = testing_util::run_tool(base + "--generate 12 --json --mtp --draft 3 --draft-attention " + da, "2>/dev/null");
     ASSERT_EQ(r.exit_code, 0) << r.out;
@@ -428,9 +428,10 @@ TEST(GlmMtp, DsaRunGeneratesTheSameTokensWithMtp) {
     EXPECT_EQ(sp.at("draft_attention").get<std::string>(), da);
     EXPECT_EQ(sp.at("accepted").get<int64_t>() + sp.at("rounds").get<int64_t>() + 1, 12);
   }
-  r = testing_util::run_tool(base + "--generate 4 --mtp --draft-attention share-target", "2>&1");
+  r = testing_util::run_tool(base + "--generate 4 --mtp --draft-attention shared", "2>&1");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("Llama family only"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--draft-attention must be dense, indexer, share-step0 or share-target"), std::string::npos)
+      << r.out;
   r = testing_util::run_tool(base + "--perplexity --mtp", "2>&1");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("--mtp drafts for --generate"), std::string::npos) << r.out;

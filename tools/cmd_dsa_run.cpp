@@ -280,8 +280,8 @@ CommandRegistrar reg("dsa-run", "run a glm_moe_dsa / deepseek_v32 model on token
                                     "--generate by speculative decoding, the checkpoint's MTP (nextn) layer drafting");
                        app.add_option("--draft", a->draft, "with --mtp: draft tokens per round (default 3)");
                        app.add_option("--draft-attention", a->draft_attention,
-                                      "with --mtp: the draft layer's attention: dense, indexer or share-step0 "
-                                      "(default; GLM-5.2's index_share_for_mtp_iteration)");
+                                      "with --mtp: the draft layer's attention: dense, indexer, share-target or "
+                                      "share-step0 (default; GLM-5.2's index_share_for_mtp_iteration)");
                        return [a] { return run_dsa_model(*a); };
                      });
 

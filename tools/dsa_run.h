@@ -28,7 +28,7 @@ struct DsaRunArgs {
   // Speculative decoding for --generate with the checkpoint's own MTP (nextn) layer as drafter.
   bool mtp = false;
   int draft = 3;
-  std::string draft_attention = "share-step0";  // dense | indexer | share-step0
+  std::string draft_attention = "share-step0";  // dense | indexer | share-step0 | share-target
 };
 
 // Parses "cpu" / "cuda" (Error naming the option otherwise).

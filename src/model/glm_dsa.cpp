@@ -551,7 +551,7 @@ void GlmDsaModel::run_layer(Layer& l, backend::LatentCache& latent, share::DsaSt
   be.mla_attention(ma);
   if (trace) {
     (l.full ? trace->indexer_calls : trace->shared_layers) += 1;
-    if (opt.capture_topk) {
+    if (opt.capture_topk && (opt.capture_topk_layer < 0 || opt.capture_topk_layer == i)) {
       const Tensor& lg = st.topk_logical(st_layer);
       auto& dst = trace->topk[static_cast<size_t>(i)];
       const size_t old = dst.size();

@@ -75,6 +75,7 @@ enum class LogitRows { kAll, kLast, kNone };
 
 struct ForwardOptions {
   bool capture_topk = false;    // fill ForwardTrace::topk for every layer
+  int capture_topk_layer = -1;  // with capture_topk: only this layer's (the others stay empty)
   bool capture_scores = false;  // fill ForwardTrace::scores for F layers
   // Per layer [T * index_topk] (-1 padded), nullable: F layers use these sets instead of their
   // own top-k (their keys still enter the indexer cache). Compares attention numerics against a

@@ -21,7 +21,8 @@
 //                (vLLM's index_share_for_mtp_iteration rule);
 //   kShareTarget no draft indexer: each catch-up row i uses the top-k the target's last F layer
 //                chose for row i; later steps reuse the last verified row's set plus the positions
-//                after it (needs a LlamaDsaBackend target; Llama family only so far).
+//                after it (a Llama target needs a LlamaDsaBackend; a GLM target keeps its last F
+//                layer's sets of the rows the head has not read).
 // Below `topk` keys every mode is dense.
 #pragma once
 
@@ -138,8 +139,8 @@ std::unique_ptr<SpecPair> make_llama_pair(const LlamaModel& target, const MtpHea
 // The GLM-MoE-DSA / DeepSeek-V3.2 family: the model (loaded with ModelOptions::mtp) drafts with
 // its own nextn layer (GlmDsaModel::mtp_forward), on the model's backend. Draft attention:
 // kIndexer (the layer's indexer, index_topk, at every step), kShareStep0 (at the round's first
-// step; later steps reuse that row's set plus the newer positions), kDense (every position);
-// kShareTarget is not implemented for this family (Error). Capacity: the model's max_tokens.
+// step; later steps reuse that row's set plus the newer positions), kShareTarget (the target's
+// last F layer's sets), kDense (every position). Capacity: the model's max_tokens.
 std::unique_ptr<SpecPair> make_glm_pair(GlmDsaModel& model);
 
 class SpeculativeDecoder {

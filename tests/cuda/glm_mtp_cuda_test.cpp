@@ -138,7 +138,8 @@ TEST(GlmMtpCuda, GreedySpeculativeDecodingEqualsPlainDecoding) {
   }
   model::SpeculativeOptions so;
   model::SpeculativeDecoder dec(model::make_glm_pair(g), so);
-  for (auto da : {model::DraftAttention::kShareStep0, model::DraftAttention::kIndexer, model::DraftAttention::kDense})
+  for (auto da : {model::DraftAttention::kShareStep0, model::DraftAttention::kIndexer, model::DraftAttention::kDense,
+                  model::DraftAttention::kShareTarget})
     for (int N : {1, 3}) {
       SCOPED_TRACE(std::string(model::draft_attention_name(da)) + " N=" + std::to_string(N));
       dec.set_draft(N, da);
