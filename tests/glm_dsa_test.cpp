@@ -32,6 +32,7 @@
 #include "io/safetensors.h"
 #include "model/glm_dsa.h"
 #include "ops/moe_route.h"
+#include "test_util.h"
 
 namespace indexshare {
 namespace {
@@ -55,18 +56,8 @@ const std::vector<Fixture> kAll = {
     {"glm_moe_dsa", "types_glm52"},   {"deepseek_v32", "all_full"},     {"deepseek_v32", "all_full_v5keys"},
 };
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("is_dsa_test_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& n) const { return (path / n).string(); }
+struct TempDir : testing_util::TempDir {
+  TempDir() : testing_util::TempDir("is_dsa_test_") {}
 };
 
 void write_file(const std::string& p, const std::string& s) { std::ofstream(p) << s; }
@@ -130,18 +121,8 @@ std::set<int32_t> row_set(const std::vector<int32_t>& v, int64_t t, int K) {
   return s;
 }
 
-float max_abs(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
+using testing_util::max_abs;
+using testing_util::max_abs_diff;
 
 class GoldenTest : public ::testing::TestWithParam<Fixture> {};
 

@@ -32,30 +32,24 @@
 #include "model/sampler.h"
 #include "model/speculative.h"
 #include "run_tool.h"
+#include "test_util.h"
 
 #include <nlohmann/json.hpp>
 
 namespace indexshare {
 namespace {
 
-namespace fs = std::filesystem;
 using model::GlmDsaModel;
 
-const std::string kFixtures = std::string(INDEXSHARE_SOURCE_DIR) + "/tests/data/dsa_fixtures/glm_moe_dsa";
+using testing_util::max_abs;
+using testing_util::max_abs_diff;
+using testing_util::TempDir;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("is_mtp_test_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& n) const { return (path / n).string(); }
-};
+const std::string kFixtures = testing_util::glm_fixtures();
+
+void make_mtp_dir(const TempDir& dir, const std::function<bool(std::string&, std::vector<float>&)>& edit = {}) {
+  testing_util::write_mtp_checkpoint(dir, edit);
+}
 
 template <class F>
 void expect_error(F&& f, const std::string& needle) {
@@ -67,53 +61,10 @@ void expect_error(F&& f, const std::string& needle) {
   }
 }
 
-// A model directory holding the fixture model and its MTP layer as a two-shard checkpoint, as
-// real checkpoints ship them. `edit_mtp` may drop (return false) or change MTP tensors.
-void make_mtp_dir(const TempDir& dir, const std::function<bool(std::string&, std::vector<float>&)>& edit_mtp = {}) {
-  fs::copy_file(kFixtures + "/model.safetensors", dir.file("model-00001-of-00002.safetensors"));
-  fs::copy_file(kFixtures + "/mtp/config.json", dir.file("config.json"));
-  const auto mtp = io::SafetensorsFile::open(kFixtures + "/mtp/mtp.safetensors");
-  std::vector<std::vector<float>> data;
-  std::vector<std::string> names;
-  std::vector<std::vector<int64_t>> shapes;
-  for (const auto& t : mtp.tensors()) {
-    std::string n = t.name;
-    std::vector<float> v = mtp.read_f32(t.name);
-    if (edit_mtp && !edit_mtp(n, v)) continue;
-    names.push_back(n);
-    shapes.push_back(t.shape);
-    data.push_back(std::move(v));
-  }
-  std::vector<io::StWriteTensor> ws;
-  for (size_t i = 0; i < data.size(); ++i) ws.push_back(io::st_f32(names[i], shapes[i], data[i]));
-  io::write_safetensors(dir.file("model-00002-of-00002.safetensors"), ws);
-  std::string map = "{\"weight_map\": {";
-  bool first = true;
-  const auto base = io::SafetensorsFile::open(kFixtures + "/model.safetensors");
-  for (const auto& t : base.tensors()) {
-    map += (first ? "" : ", ") + ("\"" + t.name + "\": \"model-00001-of-00002.safetensors\"");
-    first = false;
-  }
-  for (const auto& n : names) map += ", \"" + n + "\": \"model-00002-of-00002.safetensors\"";
-  std::ofstream(dir.file("model.safetensors.index.json")) << map << "}}";
-}
-
 model::ModelOptions mtp_options() {
   model::ModelOptions o;
   o.mtp = true;
   return o;
-}
-
-float max_abs(const std::vector<float>& v) {
-  float m = 0.0f;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0.0f;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
 }
 
 TEST(GlmMtp, MatchesTheComposedTransformersReference) {

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "cuda/engine/cuda_backend.h"
 #include "cuda_test_util.h"
+#include "test_util.h"
 #include "io/glm_dsa_loader.h"
 #include "io/safetensors.h"
 #include "model/glm_dsa.h"
@@ -64,20 +65,9 @@ std::vector<std::vector<int32_t>> ref_topk(const Fixture& fx, int layers) {
   return out;
 }
 
-float max_abs(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    m = std::max(m, std::fabs(a[i] - b[i]));
-  }
-  return m;
-}
+using testing_util::max_abs;
+using testing_util::max_abs_diff;
+
 double rel_err(const std::vector<float>& got, const std::vector<float>& ref) {
   double num = 0, den = 0;
   for (size_t i = 0; i < got.size() && i < ref.size(); ++i) {

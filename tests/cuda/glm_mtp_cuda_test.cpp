@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "cuda/engine/cuda_backend.h"
 #include "cuda_test_util.h"
+#include "test_util.h"
 #include "io/glm_dsa_loader.h"
 #include "io/safetensors.h"
 #include "model/glm_dsa.h"
@@ -25,52 +26,17 @@
 namespace indexshare {
 namespace {
 
-namespace fs = std::filesystem;
 using model::GlmDsaModel;
 
-const std::string kFx = std::string(INDEXSHARE_SOURCE_DIR) + "/tests/data/dsa_fixtures/glm_moe_dsa";
+const std::string kFx = testing_util::glm_fixtures();
+
+using testing_util::max_abs;
+using testing_util::max_abs_diff;
 
 // The fixture model and its MTP layer as a two-shard checkpoint directory.
-struct MtpDir {
-  fs::path path;
-  MtpDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("is_mtp_cuda_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-    fs::copy_file(kFx + "/model.safetensors", path / "a.safetensors");
-    fs::copy_file(kFx + "/mtp/mtp.safetensors", path / "b.safetensors");
-    fs::copy_file(kFx + "/mtp/config.json", path / "config.json");
-    std::string map = "{\"weight_map\": {";
-    bool first = true;
-    for (const char* shard : {"a.safetensors", "b.safetensors"}) {
-      const auto f = io::SafetensorsFile::open((path / shard).string());
-      for (const auto& t : f.tensors()) {
-        map += (first ? "\"" : ", \"") + t.name + "\": \"" + shard + "\"";
-        first = false;
-      }
-    }
-    std::ofstream(path / "model.safetensors.index.json") << map << "}}";
-  }
-  ~MtpDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct MtpDir : testing_util::TempDir {
+  MtpDir() : TempDir("is_mtp_cuda_") { testing_util::write_mtp_checkpoint(*this); }
 };
-
-float max_abs(const std::vector<float>& v) {
-  float m = 0;
-  for (float x : v) m = std::max(m, std::fabs(x));
-  return m;
-}
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    m = std::max(m, std::fabs(a[i] - b[i]));
-  }
-  return m;
-}
 
 TEST(GlmMtpCuda, MtpLayerMatchesTransformersAndTheCpu) {
   IS_REQUIRE_GPU();
