@@ -122,27 +122,19 @@ class GlmPair : public SpecPair {
         }
         c.sets = sets_.data();
         c.set_width = static_cast<int>(K);
-      } else if (!own) {
-        // kDense: every position up to the row; after step 0 (share-step0, share-target): the
-        // saved set plus the positions after the row that chose it.
-        const bool dense = mode_ == DraftAttention::kDense;
-        const int64_t last = c.pos0 + n - 1;
-        const int64_t width = dense ? last + 1 : static_cast<int64_t>(saved_.size()) + std::max<int64_t>(0, last - saved_pos_);
-        IS_CHECK(dense || saved_pos_ >= 0, "speculative: a later draft step ran before step 0");
+      } else if (mode_ == DraftAttention::kDense) {
+        // Every position up to the row.
+        const int64_t width = c.pos0 + n;
         sets_.assign(static_cast<size_t>(n * width), -1);
-        for (int64_t t = 0; t < n; ++t) {
-          int32_t* r = sets_.data() + t * width;
-          const int64_t pos = c.pos0 + t;
-          int64_t j = 0;
-          if (dense) {
-            for (int64_t s = 0; s <= pos; ++s) r[j++] = static_cast<int32_t>(s);
-          } else {
-            for (int32_t s : saved_) r[j++] = s;
-            for (int64_t s = saved_pos_ + 1; s <= pos; ++s) r[j++] = static_cast<int32_t>(s);
-          }
-        }
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t s = 0; s <= c.pos0 + t; ++s) sets_[static_cast<size_t>(t * width + s)] = static_cast<int32_t>(s);
         c.sets = sets_.data();
         c.set_width = static_cast<int>(width);
+      } else if (!own) {
+        // After step 0 (share-step0, share-target): the saved set plus the positions after the
+        // row that chose it.
+        c.set_width = reused_sets(saved_, saved_pos_, c.pos0, n, sets_);
+        c.sets = sets_.data();
       }
       out = m_.mtp_forward(cache_, c);
       ran = ran || out.indexer_ran;

@@ -68,6 +68,19 @@ const char* draft_attention_name(DraftAttention a) {
   return "?";
 }
 
+int reused_sets(std::span<const int32_t> set, int64_t from, int64_t pos0, int64_t T, std::vector<int32_t>& rows) {
+  IS_CHECK(from >= 0, "speculative: a later draft step ran before step 0");
+  const int64_t width = static_cast<int64_t>(set.size()) + std::max<int64_t>(0, pos0 + T - 1 - from);
+  rows.assign(static_cast<size_t>(T * width), -1);
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t* r = rows.data() + t * width;
+    std::copy(set.begin(), set.end(), r);
+    int64_t j = static_cast<int64_t>(set.size());
+    for (int64_t s = from + 1; s <= pos0 + t; ++s) r[j++] = static_cast<int32_t>(s);
+  }
+  return static_cast<int>(width);
+}
+
 void softmax_t(std::span<const float> logits, float temperature, std::span<float> p) {
   IS_CHECK(temperature > 0.0f && std::isfinite(temperature), "speculative: temperature must be > 0, got ", temperature);
   IS_CHECK(p.size() == logits.size(), "speculative: softmax sizes differ");
@@ -188,17 +201,7 @@ class DraftBackend : public AttentionBackend {
  private:
   // Rows after position `from`: the set chosen at `from` plus every position in (from, row].
   bool reuse(const AttentionCall& a, const std::vector<int32_t>& set, int64_t from) {
-    IS_CHECK(from >= 0, "speculative: a later draft step ran before step 0");
-    const int64_t extra = a.pos0 + a.T - 1 - from;
-    const int K = static_cast<int>(static_cast<int64_t>(set.size()) + std::max<int64_t>(extra, 0));
-    rows_.assign(static_cast<size_t>(a.T) * static_cast<size_t>(K), -1);
-    for (int64_t t = 0; t < a.T; ++t) {
-      int32_t* r = rows_.data() + t * K;
-      std::copy(set.begin(), set.end(), r);
-      int j = static_cast<int>(set.size());
-      for (int64_t s = from + 1; s <= a.pos0 + t; ++s) r[j++] = static_cast<int32_t>(s);
-    }
-    run_sparse(a, rows_, K);
+    run_sparse(a, rows_, reused_sets(set, from, a.pos0, a.T, rows_));
     return true;
   }
   void run_sparse(const AttentionCall& a, const std::vector<int32_t>& idx, int K) {

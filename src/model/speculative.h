@@ -83,6 +83,11 @@ struct VerifyResult {
 VerifyResult verify_draft_token(std::span<const float> p, std::span<const float> q, int32_t d, std::mt19937_64& rng);
 // A draw from probabilities p (summing to 1).
 int32_t sample_index(std::span<const float> p, std::mt19937_64& rng);
+// The sets of a later draft step that reuses an earlier step's set (share-step0, share-target):
+// rows at positions pos0 .. pos0 + T - 1 each attend over `set` (chosen for the row at position
+// `from`, -1 entries allowed) plus every position in (from, row]. Writes rows [T, width] (-1
+// padded) and returns width = |set| + max(0, pos0 + T - 1 - from). Error if from < 0.
+int reused_sets(std::span<const int32_t> set, int64_t from, int64_t pos0, int64_t T, std::vector<int32_t>& rows);
 // softmax(logits / temperature) into p.
 void softmax_t(std::span<const float> logits, float temperature, std::span<float> p);
 
