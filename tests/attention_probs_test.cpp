@@ -58,57 +58,68 @@ TEST(AttentionProbs, MatchesFloat64AndRowsSumToOne) {
                Error);
 }
 
-// head_max: the renormalised per-key maximum over heads, against float64.
-TEST(AttentionProbs, HeadMaxMatchesFloat64) {
+// max_weight w: (1 - w) mean + w renormalised per-key maximum over heads, against float64, for
+// the max alone (w = 1) and two blends.
+TEST(AttentionProbs, MaxAndBlendTargetsMatchFloat64) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE(testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd;
   const int64_t T = 7, L = 150, q0 = 140;  // rows past one key block: every path of the kernel
   const int H = 6, Hkv = 3, D = 16;
-  std::vector<float> q(T * H * D), k(L * Hkv * D), P(T * L, -1.0f);
+  std::vector<float> q(T * H * D), k(L * Hkv * D);
   for (auto& v : q) v = 2.0f * nd(rng);  // peaked heads: their maxima differ from their mean
   for (auto& v : k) v = nd(rng);
   const float scale = 0.4f;
-  attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = L, .H = H, .H_kv = Hkv, .D = D, .q_start = q0,
-                   .scale = scale, .P = P.data(), .head_max = true});
-  double max_gap = 0.0;  // how far the maximum is from the mean somewhere (the test must see a difference)
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t n = std::min(L, q0 + t + 1);
-    std::vector<double> mx_h(L, 0.0), mean(L, 0.0);
-    for (int h = 0; h < H; ++h) {
-      std::vector<double> s(n);
-      double mx = -INFINITY, z = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        double d = 0;
-        for (int i = 0; i < D; ++i) d += double(q[(t * H + h) * D + i]) * k[(j * Hkv + h / 2) * D + i];
-        s[j] = scale * d;
-        mx = std::max(mx, s[j]);
+  for (const float w : {1.0f, 0.5f, 0.25f}) {
+    SCOPED_TRACE(testing::Message() << "max_weight " << w);
+    std::vector<float> P(T * L, -1.0f);
+    attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = L, .H = H, .H_kv = Hkv, .D = D, .q_start = q0,
+                     .scale = scale, .P = P.data(), .max_weight = w});
+    double max_gap = 0.0;  // how far the target is from the mean somewhere (the test must see a difference)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = std::min(L, q0 + t + 1);
+      std::vector<double> mx_h(L, 0.0), mean(L, 0.0);
+      for (int h = 0; h < H; ++h) {
+        std::vector<double> s(n);
+        double mx = -INFINITY, z = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          double d = 0;
+          for (int i = 0; i < D; ++i) d += double(q[(t * H + h) * D + i]) * k[(j * Hkv + h / 2) * D + i];
+          s[j] = scale * d;
+          mx = std::max(mx, s[j]);
+        }
+        for (auto& v : s) z += (v = std::exp(v - mx));
+        for (int64_t j = 0; j < n; ++j) {
+          mx_h[j] = std::max(mx_h[j], s[j] / z);
+          mean[j] += s[j] / z / H;
+        }
       }
-      for (auto& v : s) z += (v = std::exp(v - mx));
-      for (int64_t j = 0; j < n; ++j) {
-        mx_h[j] = std::max(mx_h[j], s[j] / z);
-        mean[j] += s[j] / z / H;
+      double zm = 0;
+      for (int64_t j = 0; j < n; ++j) zm += mx_h[j];
+      double sum = 0;
+      for (int64_t j = 0; j < L; ++j) {
+        const double ref = j < n ? (1.0 - w) * mean[j] + w * mx_h[j] / zm : 0.0;
+        EXPECT_NEAR(P[t * L + j], ref, 1e-6) << t << "," << j;
+        max_gap = std::max(max_gap, std::abs(ref - mean[j]));
+        sum += P[t * L + j];
       }
+      EXPECT_NEAR(sum, 1.0, 1e-5);
     }
-    double zm = 0;
-    for (int64_t j = 0; j < n; ++j) zm += mx_h[j];
-    double sum = 0;
-    for (int64_t j = 0; j < L; ++j) {
-      const double ref = j < n ? mx_h[j] / zm : 0.0;
-      EXPECT_NEAR(P[t * L + j], ref, 1e-6) << t << "," << j;
-      max_gap = std::max(max_gap, std::abs(ref - mean[j]));
-      sum += P[t * L + j];
-    }
-    EXPECT_NEAR(sum, 1.0, 1e-5);
+    EXPECT_GT(max_gap, 1e-2 * w);
+    std::vector<float> P2(T * L);
+    set_num_threads(1);
+    attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = L, .H = H, .H_kv = Hkv, .D = D, .q_start = q0,
+                     .scale = scale, .P = P2.data(), .max_weight = w});
+    set_num_threads(2);
+    EXPECT_EQ(P, P2);
   }
-  EXPECT_GT(max_gap, 1e-2);
-  std::vector<float> P2(T * L);
-  set_num_threads(1);
-  attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = L, .H = H, .H_kv = Hkv, .D = D, .q_start = q0,
-                   .scale = scale, .P = P2.data(), .head_max = true});
-  set_num_threads(2);
-  EXPECT_EQ(P, P2);
+  std::vector<float> P(T * L);
+  for (const float bad : {-0.1f, 1.5f, NAN})
+    EXPECT_THROW(attention_probs({.q = q.data(), .k = k.data(), .T = T, .L = L, .H = H, .H_kv = Hkv, .D = D,
+                                  .scale = scale, .P = P.data(), .max_weight = bad}),
+                 Error)
+        << bad;
 }
 
 // The plain loop attention_probs promises to equal bit for bit (ops::dot, a sequential exp sum,

@@ -63,7 +63,7 @@ TEST(DistillLlama, CapturedRowsAreTheSampledRowsOfTheFullCapture) {
   EXPECT_THROW(capture_layers(*tiny.model, ids, {40}), Error);
 }
 
-// head_max capture: each row is a distribution over the visible keys, and since max_h A_h >= mean_h
+// max-target capture (max_weight 1): each row is a distribution over the visible keys, and since max_h A_h >= mean_h
 // A_h pointwise and both sum to 1 over the row, P_max[s] >= P_mean[s] / Z with Z = sum max_h A_h
 // in [1, H]; the two targets differ; distillation on it is bitwise the same for 1 and 2 threads.
 TEST(DistillLlama, HeadMaxCaptureAndDistillation) {
@@ -71,7 +71,7 @@ TEST(DistillLlama, HeadMaxCaptureAndDistillation) {
   const auto ids = random_tokens(40, tiny.cfg.vocab, 32);
   const std::vector<int64_t> rows = {3, 20, 39};
   const LayerCapture mean = capture_layers(*tiny.model, ids, rows);
-  const LayerCapture mx = capture_layers(*tiny.model, ids, rows, true);
+  const LayerCapture mx = capture_layers(*tiny.model, ids, rows, 1.0f);
   const double H = tiny.cfg.n_heads;
   double differ = 0.0;
   for (size_t l = 0; l < mean.P.size(); ++l) {
@@ -98,8 +98,16 @@ TEST(DistillLlama, HeadMaxCaptureAndDistillation) {
     }
   }
   EXPECT_GT(differ, 1e-3) << "the max target should differ from the mean somewhere";
+  // A blend captures (1 - w) mean + w max of the two captures above.
+  const LayerCapture blend = capture_layers(*tiny.model, ids, rows, 0.25f);
+  for (size_t l = 0; l < mean.P.size(); ++l)
+    for (size_t i = 0; i < mean.P[l].size(); ++i)
+      EXPECT_NEAR(blend.P[l][i], 0.75 * mean.P[l][i] + 0.25 * mx.P[l][i], 1e-6) << "layer " << l << " at " << i;
+  EXPECT_EQ(target_name(0.0f), "mean");
+  EXPECT_EQ(target_name(1.0f), "max");
+  EXPECT_EQ(target_name(0.25f), "blend 0.25");
   DistillOptions o = small_options();
-  o.head_max = true;
+  o.max_weight = 1.0f;
   const auto tok = random_tokens(48 * 3, tiny.cfg.vocab, 33);
   const int keep = num_threads();
   set_num_threads(1);
@@ -107,7 +115,7 @@ TEST(DistillLlama, HeadMaxCaptureAndDistillation) {
   set_num_threads(2);
   const model::IndexerSet b = distill_indexers(*tiny.model, tok, o);
   set_num_threads(keep);
-  o.head_max = false;
+  o.max_weight = 0.0f;
   const model::IndexerSet c = distill_indexers(*tiny.model, tok, o);
   for (int l = 0; l < tiny.cfg.n_layers; ++l) {
     EXPECT_EQ(a.layers[static_cast<size_t>(l)]->wq, b.layers[static_cast<size_t>(l)]->wq) << "layer " << l;

@@ -21,6 +21,8 @@ namespace {
 
 struct DistillArgs {
   std::string model, corpus, out, domains, target = "mean";
+  float blend = 0.5f;
+  size_t blend_given = 0;
   train::DistillOptions opt;
   ScheduleArgs sched;
   std::string command_line;
@@ -34,7 +36,9 @@ int run(const DistillArgs& a) {
   const std::vector<int32_t> tokens = s.tokenizer->encode(corpus.text, false, false);
   train::DistillOptions o = a.opt;
   o.training_aware = schedule_from_args(a.sched, cfg.n_layers);
-  o.head_max = a.target == "max";
+  o.max_weight = a.target == "mean" ? 0.0f : a.target == "max" ? 1.0f : a.blend;
+  IS_CHECK(a.target == "blend" || a.blend_given == 0, "distill: --blend is the max's weight of --target blend; the target is ",
+           a.target);
   fmt::print(stderr, "distill: {} layers, indexer {} heads x {} dims (rope {}), {} sequences x {} tokens, {} epoch(s), {} steps each{}\n",
              cfg.n_layers, o.heads, o.head_dim, o.rope_dim, o.sequences, o.seq_len, o.epochs, o.steps_per_sequence,
              o.training_aware ? ", training-aware for " + o.training_aware->summary() : "");
@@ -57,7 +61,7 @@ int run(const DistillArgs& a) {
       {"model", a.model},
       {"corpus", corpus.description()},
       {"seed", std::to_string(o.seed)},
-      {"target", a.target},
+      {"target", train::target_name(o.max_weight)},
       {"command", a.command_line},
       {"mode", o.training_aware ? "training-aware " + o.training_aware->pattern() : "per-layer"},
       {"kl_first", fmt::format("{:.5f}", f / n)},
@@ -88,12 +92,17 @@ CommandRegistrar reg("distill", "train lightning indexers for a Llama model (KL 
   app.add_option("--lr", a->opt.lr, "Adam learning rate")->capture_default_str();
   app.add_option("--seed", a->opt.seed, "initialisation seed")->capture_default_str();
   app.add_option("--target", a->target,
-                 "what the indexer learns: mean (the heads' mean attention, DSA's warm-up) or max (their "
-                 "renormalised maximum: a key one head needs counts fully)")
-      ->check(CLI::IsMember({"mean", "max"}))
+                 "what the indexer learns: mean (the heads' mean attention, DSA's warm-up), max (their "
+                 "renormalised maximum: a key one head needs counts fully) or blend ((1 - W) mean + W max, "
+                 "W from --blend)")
+      ->check(CLI::IsMember({"mean", "max", "blend"}))
+      ->capture_default_str();
+  app.add_option("--blend", a->blend, "W of --target blend: the renormalised maximum's weight")
+      ->check(CLI::Range(0.0f, 1.0f))
       ->capture_default_str();
   add_schedule_options(app, a->sched);
   return [a, &app] {
+    a->blend_given = app.count("--blend");
     a->command_line = "indexshare distill";
     for (const auto* opt : app.get_options())
       if (opt->count() > 0 && opt->get_name() != "--help")

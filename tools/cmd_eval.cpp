@@ -116,10 +116,10 @@ io::IndexerFile ensure_indexers(const std::string& path, const ModelSession& s, 
                      {"corpus", corpus.description()},
                      {"seed", std::to_string(o.seed)},
                      {"mode", aware ? "training-aware " + aware->pattern() : "per-layer"},
-                     {"target", o.head_max ? "max" : "mean"},
+                     {"target", train::target_name(o.max_weight)},
                      {"command", fmt::format("indexshare distill --seq-len {} --rows {} --sequences {} --steps {} --lr {} --seed {} --target {}{} -o {}",
                                              o.seq_len, o.rows_per_sequence, o.sequences, o.steps_per_sequence, o.lr, o.seed,
-                                             o.head_max ? "max" : "mean", aware ? " --pattern " + aware->pattern() : "", path)}});
+                                              o.max_weight == 0.0f ? "mean" : o.max_weight == 1.0f ? "max" : fmt::format("blend --blend {}", o.max_weight), aware ? " --pattern " + aware->pattern() : "", path)}});
   return io::load_indexers(path, fingerprint, N);
 }
 
@@ -151,7 +151,7 @@ int run(const EvalArgs& a) {
   // A one-time per-layer distillation (models without committed indexers) learns the heads'
   // maximum attention, as the committed SmolLM2 file does (docs/indexer-quality.md).
   train::DistillOptions per_layer_recipe = a.distill;
-  per_layer_recipe.head_max = true;
+  per_layer_recipe.max_weight = 1.0f;
   const io::IndexerFile per_layer = ensure_indexers(per_layer_path, s, a.model, fp, corpus_dir, per_layer_recipe, std::nullopt);
   const io::IndexerFile aware = ensure_indexers(aware_path, s, a.model, fp, corpus_dir, a.distill, u4);
   IS_CHECK(aware.metadata.count("pattern") && share::Schedule::from_pattern(aware.metadata.at("pattern")).pattern() == u4.pattern(),

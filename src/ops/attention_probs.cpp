@@ -112,6 +112,10 @@ void attention_probs(const AttentionProbsParams& p) {
   }
   if (p.L == 0) return;  // no columns to write
   IS_CHECK(p.q && p.P && p.k, "attention_probs: null q, k or P");
+  IS_CHECK(p.max_weight >= 0.0f && p.max_weight <= 1.0f, "attention_probs: max_weight ", p.max_weight,
+           " is outside [0, 1]");
+  // w = 1: the maximum is gathered in the row itself; 0 < w < 1: beside the mean, in xm.
+  const bool only_max = p.max_weight == 1.0f, blend = p.max_weight > 0.0f && !only_max;
   const int group = p.H / p.H_kv;
   const int64_t ldk = int64_t{p.H_kv} * p.D;
   const float inv_h = 1.0f / static_cast<float>(p.H);
@@ -120,6 +124,7 @@ void attention_probs(const AttentionProbsParams& p) {
     // Scores of one row block's heads of one KV group: [rows, group, L].
     std::vector<float> s(static_cast<size_t>(kRowBlock * group) * static_cast<size_t>(p.L));
     std::vector<float> mx(static_cast<size_t>(kRowBlock * group));
+    std::vector<float> xm(blend ? static_cast<size_t>(kRowBlock) * static_cast<size_t>(p.L) : 0);
     for (int64_t tb = b; tb < e; tb += kRowBlock) {
       const int64_t R = std::min(kRowBlock, e - tb);
       int64_t n[kRowBlock], nmax = 0;
@@ -129,6 +134,7 @@ void attention_probs(const AttentionProbsParams& p) {
         nmax = std::max(nmax, n[r]);
         std::fill(p.P + t * ld, p.P + t * ld + p.L, 0.0f);
       }
+      std::fill(xm.begin(), xm.end(), 0.0f);
       for (int kv = 0; kv < p.H_kv; ++kv) {
         const float* kh = p.k + int64_t{kv} * p.D;
         std::fill(mx.begin(), mx.end(), -INFINITY);
@@ -154,10 +160,11 @@ void attention_probs(const AttentionProbsParams& p) {
             const float m = mx[i];
             float sum = 0.0f;
             for (int64_t j = 0; j < n[r]; ++j) sum += (sg[j] = std::exp(sg[j] - m));
-            if (p.head_max) {
+            if (only_max || blend) {
               const float w = 1.0f / sum;
-              for (int64_t j = 0; j < n[r]; ++j) row[j] = std::max(row[j], w * sg[j]);
-              continue;
+              float* dst = only_max ? row : xm.data() + r * p.L;
+              for (int64_t j = 0; j < n[r]; ++j) dst[j] = std::max(dst[j], w * sg[j]);
+              if (only_max) continue;
             }
             const float w = inv_h / sum;
             if (simd) {
@@ -168,13 +175,22 @@ void attention_probs(const AttentionProbsParams& p) {
           }
         }
       }
-      if (p.head_max) {  // renormalise each row of the block (sequential sum: thread-count independent)
+      if (only_max) {  // renormalise each row of the block (sequential sum: thread-count independent)
         for (int64_t r = 0; r < R; ++r) {
           float* row = p.P + (tb + r) * ld;
           float sum = 0.0f;
           for (int64_t j = 0; j < n[r]; ++j) sum += row[j];
           const float w = 1.0f / sum;
           for (int64_t j = 0; j < n[r]; ++j) row[j] *= w;
+        }
+      } else if (blend) {  // (1 - w) mean + w renormalised max
+        for (int64_t r = 0; r < R; ++r) {
+          float* row = p.P + (tb + r) * ld;
+          const float* m = xm.data() + r * p.L;
+          float sum = 0.0f;
+          for (int64_t j = 0; j < n[r]; ++j) sum += m[j];
+          const float a = 1.0f - p.max_weight, b = p.max_weight / sum;
+          for (int64_t j = 0; j < n[r]; ++j) row[j] = a * row[j] + b * m[j];
         }
       }
     }

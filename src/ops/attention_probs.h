@@ -3,12 +3,14 @@
 //
 //   P[t, s] = (1/H) sum_h softmax_s(scale * q[t, h] . k[s, h / (H / H_kv)]),  s <= pos(t)
 //
-// or, with head_max, the heads' maximum renormalised to a distribution:
+// or, with max_weight = w > 0, a blend with the heads' maximum renormalised to a distribution:
 //
-//   P[t, s] = max_h A_h[t, s] / sum_s' max_h A_h[t, s'],   A_h = softmax_s(scale * q[t, h] . k[s, .])
+//   P[t, s] = (1 - w) mean_h A_h[t, s] + w max_h A_h[t, s] / sum_s' max_h A_h[t, s'],
+//   A_h = softmax_s(scale * q[t, h] . k[s, .])
 //
-// (a key that one head needs weighs as much as one that every head needs: the target for an
-// indexer whose top-k must serve every head).
+// (w = 1: a key that one head needs weighs as much as one that every head needs: the target for
+// an indexer whose top-k must serve every head; 0 < w < 1 keeps some of the mean's weight on keys
+// many heads read a little).
 //
 // and P[t, s] = 0 for s > pos(t) (or s >= L), where pos(t) = q_start + t, or pos[t] when a
 // position list is given (rows picked out of a longer sequence). Each row sums to 1 (when it
@@ -32,7 +34,7 @@ struct AttentionProbsParams {
   int64_t ldp = 0;           // row stride; 0 means L
   int64_t ldq = 0;           // row stride of q in floats; 0 means H * D
   const int64_t* pos = nullptr;  // [T] nullable: row t's position (else q_start + t)
-  bool head_max = false;     // the renormalised maximum over heads instead of their mean
+  float max_weight = 0.0f;   // w in [0, 1]: 0 the heads' mean, 1 their renormalised maximum
 };
 
 void attention_probs(const AttentionProbsParams& p);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <sstream>
 
 #include "core/error.h"
 #include "ops/attention_probs.h"
@@ -15,8 +16,8 @@ namespace {
 
 class CaptureBackend : public model::AttentionBackend {
  public:
-  CaptureBackend(const model::LlamaConfig& c, LayerCapture& out, bool head_max)
-      : c_(c), out_(out), head_max_(head_max) {
+  CaptureBackend(const model::LlamaConfig& c, LayerCapture& out, float max_weight)
+      : c_(c), out_(out), max_weight_(max_weight) {
     out_.x.assign(static_cast<size_t>(c.n_layers), {});
     out_.P.assign(static_cast<size_t>(c.n_layers), {});
   }
@@ -29,7 +30,7 @@ class CaptureBackend : public model::AttentionBackend {
     if (out_.rows.empty()) {
       P.resize(static_cast<size_t>(a.T * a.T));
       ops::attention_probs({.q = a.q, .k = keys, .T = a.T, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
-                            .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data(), .head_max = head_max_});
+                            .D = c_.head_dim, .q_start = 0, .scale = a.scale, .P = P.data(), .max_weight = max_weight_});
     } else {
       const int64_t R = static_cast<int64_t>(out_.rows.size()), qd = int64_t{c_.n_heads} * c_.head_dim;
       P.resize(static_cast<size_t>(R * a.T));
@@ -41,7 +42,7 @@ class CaptureBackend : public model::AttentionBackend {
       }
       ops::attention_probs({.q = q_.data(), .k = keys, .T = R, .L = a.L, .H = c_.n_heads, .H_kv = c_.n_kv_heads,
                             .D = c_.head_dim, .scale = a.scale, .P = P.data(), .pos = out_.rows.data(),
-                            .head_max = head_max_});
+                            .max_weight = max_weight_});
     }
     return false;  // the model runs dense attention itself
   }
@@ -49,7 +50,7 @@ class CaptureBackend : public model::AttentionBackend {
  private:
   const model::LlamaConfig& c_;
   LayerCapture& out_;
-  bool head_max_;
+  float max_weight_;
   std::vector<float> keys_;  // widened f16 keys
   std::vector<float> q_;     // the sampled rows' queries
 };
@@ -57,17 +58,25 @@ class CaptureBackend : public model::AttentionBackend {
 }  // namespace
 
 LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids, std::vector<int64_t> rows,
-                            bool head_max) {
+                            float max_weight) {
   LayerCapture cap;
   for (size_t i = 0; i < rows.size(); ++i)
     IS_CHECK(rows[i] >= 0 && rows[i] < static_cast<int64_t>(ids.size()) && (i == 0 || rows[i] > rows[i - 1]),
              "capture_layers: rows must increase strictly within [0, ", ids.size(), ")");
   cap.rows = std::move(rows);
-  CaptureBackend be(m.config(), cap, head_max);
+  CaptureBackend be(m.config(), cap, max_weight);
   model::KvCache cache;
   cache.reset(m.config(), static_cast<int64_t>(ids.size()));
   m.forward(ids.data(), static_cast<int64_t>(ids.size()), cache, nullptr, false, &be);
   return cap;
+}
+
+std::string target_name(float max_weight) {
+  if (max_weight == 0.0f) return "mean";
+  if (max_weight == 1.0f) return "max";
+  std::ostringstream s;
+  s << "blend " << max_weight;
+  return s.str();
 }
 
 model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const int32_t> tokens,
@@ -76,6 +85,8 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
   const int N = c.n_layers;
   IS_CHECK(o.seq_len >= 2 && o.sequences >= 1 && o.epochs >= 1 && o.steps_per_sequence >= 1,
            "distill: seq_len >= 2, sequences, epochs and steps must be >= 1");
+  IS_CHECK(o.max_weight >= 0.0f && o.max_weight <= 1.0f, "distill: the target's max weight ", o.max_weight,
+           " is outside [0, 1]");
   IS_CHECK(o.seq_len <= c.context_length, "distill: --seq-len ", o.seq_len, " exceeds the model's context ", c.context_length);
   IS_CHECK(o.rows_per_sequence >= 0, "distill: --rows must be >= 0, got ", o.rows_per_sequence);
   const int64_t need = o.seq_len * o.sequences;
@@ -136,7 +147,7 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
         std::sort(rows.begin(), rows.end());
       }
       const LayerCapture cap = capture_layers(
-          m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)), rows, o.head_max);
+          m, tokens.subspan(static_cast<size_t>(s * o.seq_len), static_cast<size_t>(o.seq_len)), rows, o.max_weight);
       for (int step = 0; step < o.steps_per_sequence; ++step) {
         double mean = 0.0;
         for (int l : trained) {

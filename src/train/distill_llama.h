@@ -13,6 +13,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "model/llama_model.h"
@@ -36,9 +37,10 @@ struct DistillOptions {
                                     // (keys: all rows); 0 = every row
   float lr = 1e-2f;
   uint64_t seed = 1;
-  // The target P_t: the heads' mean attention (DSA's warm-up), or their renormalised maximum (a
-  // key one head needs weighs as much as a key every head needs; ops::AttentionProbsParams).
-  bool head_max = false;
+  // The target P_t: (1 - w) x the heads' mean attention (DSA's warm-up) + w x their renormalised
+  // maximum (a key one head needs weighs as much as a key every head needs;
+  // ops::AttentionProbsParams::max_weight). w = 0: mean, 1: max.
+  float max_weight = 0.0f;
   std::optional<share::Schedule> training_aware;  // set: F layers only, multi-layer targets
   // progress(done_steps, total_steps, mean loss of the last step over layers)
   std::function<void(int64_t, int64_t, double)> progress;
@@ -55,12 +57,15 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
 
 // Runs the model densely on `ids` (from position 0) and returns, per layer, the attention input
 // x [T, d] and the head-averaged attention P [R, T] of the query rows `rows` (strictly
-// increasing; empty = every row, R = T); with head_max, the renormalised maximum over heads.
+// increasing; empty = every row, R = T); max_weight blends in the renormalised maximum over heads.
 struct LayerCapture {
   std::vector<std::vector<float>> x, P;
   std::vector<int64_t> rows;  // empty: every row
 };
 LayerCapture capture_layers(const model::LlamaModel& m, std::span<const int32_t> ids,
-                            std::vector<int64_t> rows = {}, bool head_max = false);
+                            std::vector<int64_t> rows = {}, float max_weight = 0.0f);
+
+// The target's name in files and commands: "mean" (w = 0), "max" (w = 1), "blend W" otherwise.
+std::string target_name(float max_weight);
 
 }  // namespace indexshare::train
