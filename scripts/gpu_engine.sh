@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # On a GPU machine: the GPU engine's tests and its long-context benchmark.
 #
-#   scripts/gpu_engine.sh [--tests] [--sanitize] [--bench "ARGS"] [--peer "ARGS"]
+#   scripts/gpu_engine.sh [--tests] [--filter GTEST] [--sanitize] [--kernels SECTION] [--bench "ARGS"] [--peer "ARGS"]
 #
 #   --tests     every CUDA test (indexshare_cuda_tests: the kernels, the backend op table, the
-#               model against transformers' fixtures and the CPU)
+#               model against transformers' fixtures and the CPU); --filter runs only those
+#               matching the gtest filter GTEST
+#   --kernels   bench/cuda/h200_bench --only SECTION (indexer, topk, fused, mla, stack), then
+#               bench/torch_baseline.py on its records (PyTorch and the roofs, same GPU, same run)
 #   --sanitize  compute-sanitizer memcheck, racecheck and synccheck over every CUDA test
 #   --bench     bench/cuda/long_context_bench with ARGS (see its header)
 #   --peer      bench/transformers_peer.py with ARGS (transformers' glm_moe_dsa on the same GPU)
@@ -34,14 +37,16 @@ if ls "$debs"/libfmt9_*.deb > /dev/null 2>&1 && ! ldconfig -p | grep -q libfmt.s
   export LD_LIBRARY_PATH="$rt/usr/lib/x86_64-linux-gnu:$rt/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
-tests="" sanitize="" bench="" peer=""
+tests="" filter="*" sanitize="" kernels="" bench="" peer=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tests) tests=1 ;;
+    --filter) tests=1; filter="$2"; shift ;;
+    --kernels) kernels="$2"; shift ;;
     --sanitize) sanitize=1 ;;
     --bench) bench="$2"; shift ;;
     --peer) peer="$2"; shift ;;
-    *) echo "usage: $0 [--tests] [--sanitize] [--bench ARGS] [--peer ARGS]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--tests] [--filter GTEST] [--sanitize] [--kernels SECTION] [--bench ARGS] [--peer ARGS]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -60,7 +65,7 @@ status=0
 if [ -n "$tests" ]; then
   echo "== CUDA tests"
   t0=$(date +%s)
-  "$build/tests/indexshare_cuda_tests" --gtest_brief=1 > "$out/cuda_tests.log" 2>&1 || status=1
+  "$build/tests/indexshare_cuda_tests" --gtest_brief=1 --gtest_filter="$filter" > "$out/cuda_tests.log" 2>&1 || status=1
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|rel err|vs |overlap|diff|Failure|error|Expected|Which is|actual" \
     "$out/cuda_tests.log" | head -150
   echo "  ($(( $(date +%s) - t0 )) s)"
@@ -68,6 +73,15 @@ fi
 if [ -n "$sanitize" ]; then
   echo "== compute-sanitizer (memcheck, racecheck, synccheck) over every CUDA test"
   "$root/scripts/cuda_sanitize.sh" "$build" "$out" || status=1
+fi
+if [ -n "$kernels" ]; then
+  echo "== kernels: h200_bench --only $kernels, then PyTorch on the same GPU"
+  "$build/bench/h200_bench" --only "$kernels" --out "$out/kernels.jsonl" 2>&1 | tee "$out/kernels.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  python3 "$root/bench/torch_baseline.py" --ours "$out/kernels.jsonl" --out "$out/kernels_torch.jsonl" \
+    --md "$out/kernels.md" 2>&1 | tee -a "$out/kernels.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  cat "$out/kernels.md"
 fi
 if [ -n "$bench" ]; then
   echo "== long-context benchmark: $bench"

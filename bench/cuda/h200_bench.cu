@@ -102,22 +102,31 @@ int64_t indexer_set_bytes(cuda::IndexerFormat fmt, int B, int64_t L) {
   return B * ((L + 63) / 64) * (fmt == cuda::IndexerFormat::kFp8 ? 64 * 132 : 64 * 256);
 }
 
-void bench_indexer(cuda::IndexerFormat fmt, const char* phase, int B, int H, int64_t T, int64_t L) {
+const char* kernel_name(cuda::IndexerKernel k) {
+  return k == cuda::IndexerKernel::kWgmma ? "wgmma" : k == cuda::IndexerKernel::kMmaSync ? "mma" : "auto";
+}
+
+void bench_indexer(cuda::IndexerFormat fmt, const char* phase, int B, int H, int64_t T, int64_t L,
+                   cuda::IndexerKernel kernel = cuda::IndexerKernel::kAuto) {
   const int R = rotations(indexer_set_bytes(fmt, B, L));
   std::vector<IndexerSet> sets;
-  for (int r = 0; r < R; ++r) sets.push_back(make_indexer_set(fmt, B, H, T, L, 1000 + r));
+  for (int r = 0; r < R; ++r) {
+    sets.push_back(make_indexer_set(fmt, B, H, T, L, 1000 + r));
+    sets.back().p.kernel = kernel;
+  }
   DeviceBuffer out(static_cast<size_t>(B * T * L) * 4);
   const double ms = time_ms([&](int i) { cuda::indexer_scores_cuda(sets[i % R].p, out.as<float>(), L); });
   const double flops = 2.0 * B * T * H * 128.0 * L;  // the whole [T, L] block, as the baseline counts
   const double bytes = static_cast<double>(indexer_set_bytes(fmt, B, L)) + B * T * L * 4.0;
-  std::printf("indexer %-7s %-4s H%-3d B%-3d T%-5ld L%-8ld %9.3f ms %8.1f TFLOP/s %7.0f GB/s\n", phase,
-              fmt_name(fmt).c_str(), H, B, static_cast<long>(T), static_cast<long>(L), ms, flops / ms / 1e9,
-              bytes / ms / 1e6);
+  std::printf("indexer %-7s %-4s %-5s H%-3d B%-3d T%-5ld L%-8ld %9.3f ms %8.1f TFLOP/s %7.0f GB/s\n", phase,
+              fmt_name(fmt).c_str(), kernel_name(kernel), H, B, static_cast<long>(T), static_cast<long>(L), ms,
+              flops / ms / 1e9, bytes / ms / 1e6);
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "{\"op\":\"indexer\",\"phase\":\"%s\",\"fmt\":\"%s\",\"H\":%d,\"B\":%d,\"T\":%ld,\"L\":%ld,"
-                "\"ours_ms\":%.5f,\"flops\":%.6g,\"bytes\":%.6g}",
-                phase, fmt_name(fmt).c_str(), H, B, static_cast<long>(T), static_cast<long>(L), ms, flops, bytes);
+                "{\"op\":\"indexer\",\"phase\":\"%s\",\"fmt\":\"%s\",\"kernel\":\"%s\",\"H\":%d,\"B\":%d,"
+                "\"T\":%ld,\"L\":%ld,\"ours_ms\":%.5f,\"flops\":%.6g,\"bytes\":%.6g}",
+                phase, fmt_name(fmt).c_str(), kernel_name(kernel), H, B, static_cast<long>(T), static_cast<long>(L), ms,
+                flops, bytes);
   emit(buf);
 }
 
@@ -323,12 +332,21 @@ int main(int argc, char** argv) {
     const int64_t K = 1024;
     if (want("indexer")) {
       for (IndexerFormat f : {IndexerFormat::kFp8, IndexerFormat::kBf16}) {
-        bench_indexer(f, "prefill", 1, 32, 1024, 8 * K);
-        bench_indexer(f, "prefill", 1, 32, 1024, 64 * K);
-        bench_indexer(f, "prefill", 1, 32, 1024, 128 * K);
-        bench_indexer(f, "prefill", 1, 32, 256, 256 * K);
-        if (!g_quick) bench_indexer(f, "prefill", 1, 32, 256, 1024 * K);
-        bench_indexer(f, "prefill", 1, 64, 1024, 128 * K);
+        // fp8 prefill: both kernels, one after the other on the same shapes.
+        auto prefill = [&](int H, int64_t T, int64_t L) {
+          if (f == IndexerFormat::kFp8) {
+            bench_indexer(f, "prefill", 1, H, T, L, indexshare::cuda::IndexerKernel::kMmaSync);
+            bench_indexer(f, "prefill", 1, H, T, L, indexshare::cuda::IndexerKernel::kWgmma);
+          } else {
+            bench_indexer(f, "prefill", 1, H, T, L);
+          }
+        };
+        prefill(32, 1024, 8 * K);
+        prefill(32, 1024, 64 * K);
+        prefill(32, 1024, 128 * K);
+        prefill(32, 256, 256 * K);
+        if (!g_quick) prefill(32, 256, 1024 * K);
+        prefill(64, 1024, 128 * K);
         bench_indexer(f, "decode", 64, 32, 1, 32 * K);
         bench_indexer(f, "decode", 64, 32, 1, 128 * K);
         if (!g_quick) bench_indexer(f, "decode", 64, 32, 1, 1024 * K);

@@ -10,6 +10,9 @@
 #include "cuda/launch_util.cuh"
 
 namespace indexshare::cuda {
+namespace detail {
+void indexer_scores_wgmma(const IndexerCudaParams& p, float* scores, int64_t ld);  // indexer_wgmma.cu
+}  // namespace detail
 namespace {
 
 using detail::IdxBatch;
@@ -101,6 +104,10 @@ void validate(const IndexerCudaParams& p) {
   IS_CHECK(p.T >= 0, "indexer_cuda: T must be >= 0, got ", p.T);
   IS_CHECK(p.L >= 0 && p.L <= INT32_MAX, "indexer_cuda: L must be in [0, 2^31), got ", p.L);
   IS_CHECK(p.q_start >= 0, "indexer_cuda: q_start must be >= 0, got ", p.q_start);
+  IS_CHECK(p.kernel == IndexerKernel::kAuto || p.kernel == IndexerKernel::kMmaSync || p.kernel == IndexerKernel::kWgmma,
+           "indexer_cuda: unknown kernel ", static_cast<int>(p.kernel));
+  IS_CHECK(p.kernel != IndexerKernel::kWgmma || p.format == IndexerFormat::kFp8,
+           "indexer_cuda: the wgmma kernel takes the fp8 format only");
   if (p.T == 0 || p.L == 0) return;
   IS_CHECK(p.q != nullptr, "indexer_cuda: q is null");
   IS_CHECK(p.weights != nullptr, "indexer_cuda: weights is null");
@@ -121,6 +128,7 @@ void indexer_scores_cuda(const IndexerCudaParams& p, float* scores, int64_t ld) 
   IS_CHECK(scores != nullptr, "indexer_scores_cuda: scores is null");
   const int64_t th = p.T * p.H;
   const bool fp8 = p.format == IndexerFormat::kFp8;
+  if (p.kernel == IndexerKernel::kWgmma) return detail::indexer_scores_wgmma(p, scores, ld);
   // Measured on the H200 (docs/cuda.md): one block of 8 warps per SM left the kernel latency
   // bound (ncu: 2 warps per scheduler); the MB = 2 configurations keep 16 warps per SM.
   if (fp8 && p.H == 32) {

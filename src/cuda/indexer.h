@@ -27,6 +27,12 @@ inline constexpr size_t kIndexerFp8PageBytes = kIndexerPage * (kIndexerDim + 4);
 
 enum class IndexerFormat : int { kBf16 = 0, kFp8 = 1 };
 
+// Which score kernel runs (indexer_scores_cuda only; the fused indexer + top-k has its own):
+// kMmaSync, the mma.sync + cp.async kernel (every format and shape); kWgmma, the Hopper
+// warp-specialised wgmma kernel (indexer_wgmma.cu: fp8 only); kAuto, the one docs/cuda.md
+// measured faster for the shape.
+enum class IndexerKernel : int { kAuto = 0, kMmaSync = 1, kWgmma = 2 };
+
 struct IndexerCudaParams {
   IndexerFormat format = IndexerFormat::kFp8;
   const void* q = nullptr;              // [B, T, H, D] e4m3 bytes (kFp8) or bf16 bits (kBf16)
@@ -45,6 +51,7 @@ struct IndexerCudaParams {
   int D = kIndexerDim;
   int64_t q_start = 0;
   void* stream = nullptr;               // cudaStream_t, nullptr = default stream
+  IndexerKernel kernel = IndexerKernel::kAuto;
 };
 
 // Throws Error naming the bad argument.

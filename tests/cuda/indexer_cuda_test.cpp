@@ -27,9 +27,10 @@ using cudatest::upload;
 using cudatest::IndexerCase;
 
 // Runs the score kernel on random inputs and compares with the reference batch by batch.
-void run_case(const IndexerCase& c, uint64_t seed) {
+void run_case(const IndexerCase& c, uint64_t seed, cuda::IndexerKernel kernel = cuda::IndexerKernel::kAuto) {
   SCOPED_TRACE(testing::Message() << "seed " << seed << " fmt " << static_cast<int>(c.format) << " B "
-                                  << c.B << " H " << c.H << " T " << c.T << " L " << c.L);
+                                  << c.B << " H " << c.H << " T " << c.T << " L " << c.L << " kernel "
+                                  << static_cast<int>(kernel));
   const auto in = cudatest::make_indexer_inputs(c, seed);
   const int B = c.B;
   const int64_t T = c.T, L = c.L;
@@ -38,7 +39,8 @@ void run_case(const IndexerCase& c, uint64_t seed) {
   cuda::DeviceBuffer d_out(static_cast<size_t>(B * T * ld) * 4);
   cuda::fill_bytes(d_out.get(), 0xff, d_out.bytes());  // NaN poison
 
-  const cuda::IndexerCudaParams& p = in.params;
+  cuda::IndexerCudaParams p = in.params;
+  p.kernel = kernel;
   cuda::indexer_scores_cuda(p, d_out.as<float>(), ld);
   cuda::synchronize();
   const auto out = download<float>(d_out, static_cast<size_t>(B * T * ld));
@@ -109,6 +111,23 @@ TEST(IndexerCuda, PrefillFp8PagedMatchesReference) {
   }
 }
 
+// Both kernels on the fp8 paged layout: prefill chunks (a tile ending mid-token block, causal
+// masks inside pages, L not a whole page, a chunk past the keys), more pages than the 8-stage ring
+// and more than one group of 32 page ids, and batched decode rows.
+TEST(IndexerCuda, EveryKernelMatchesReferenceFp8) {
+  IS_REQUIRE_GPU();
+  const uint64_t seed = cudatest::fresh_seed();
+  for (auto kernel : {cuda::IndexerKernel::kMmaSync, cuda::IndexerKernel::kWgmma})
+    for (int H : {32, 64}) {
+      run_case(IndexerCase{cuda::IndexerFormat::kFp8, 1, H, 53, 1500, {}, {}, 1500 - 53, true}, seed + H, kernel);
+      run_case(IndexerCase{cuda::IndexerFormat::kFp8, 1, H, 40, 777, {}, {}, 760, true}, seed + H + 1, kernel);
+      run_case(IndexerCase{cuda::IndexerFormat::kFp8, 1, H, 130, 4100, {}, {}, 3000, true}, seed + H + 2, kernel);
+      run_case(IndexerCase{cuda::IndexerFormat::kFp8, 1, H, 96, 300, {}, {}, 0, false}, seed + H + 3, kernel);
+      run_case(IndexerCase{cuda::IndexerFormat::kFp8, 3, H, 2, 900, {900, 65, 2}, {898, 63, 0}, 0, true}, seed + H + 4,
+               kernel);
+    }
+}
+
 TEST(IndexerCuda, DecodeBatchedPagedMatchesReference) {
   IS_REQUIRE_GPU();
   const uint64_t seed = cudatest::fresh_seed();
@@ -141,6 +160,12 @@ TEST(IndexerCuda, BadArgumentsThrow) {
   expect_msg("q is null");
   p.B = 0;
   expect_msg("B must be");
+  p.B = 1;
+  p.format = cuda::IndexerFormat::kBf16;
+  p.kernel = cuda::IndexerKernel::kWgmma;
+  expect_msg("fp8 format only");
+  p.kernel = static_cast<cuda::IndexerKernel>(7);
+  expect_msg("unknown kernel");
 }
 
 }  // namespace
