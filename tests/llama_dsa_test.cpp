@@ -150,6 +150,85 @@ TEST(LlamaDsa, OracleRecallIsAnUpperBoundAndMeasuresAreSane) {
   }
 }
 
+// Per-head recall against float64: a wrapper computes each head's softmax attention of every
+// measured row from the call's own q and keys, the wrapped DSA backend records its sets on the
+// same rows, and each head's mean mass inside its row's set must equal head_recall_sum / rows
+// (GQA: 4 heads over 2 KV heads, so the head -> KV-group mapping is exercised); the layer's
+// recall is the heads' mean.
+TEST(LlamaDsa, PerHeadRecallMatchesFloat64) {
+  auto tiny = testing_util::make_tiny_llama(18);
+  const auto& m = *tiny.model;
+  const auto& c = m.config();
+  const IndexerSet ix = random_indexers(c, 19);
+  const auto ids = tokens(40, c.vocab, 20);
+  const int64_t stride = 3;
+  DsaOptions o{.topk = 6, .schedule = share::Schedule::from_pattern("FSFS"), .indexers = &ix, .measure = true,
+               .measure_stride = stride, .record_stride = stride, .capacity = 64};
+  struct Probe : AttentionBackend {
+    LlamaDsaBackend& inner;
+    const LlamaConfig& c;
+    int64_t stride;
+    // [layer][row] -> [head][key] float64 attention of the measured rows
+    std::vector<std::vector<std::vector<std::vector<double>>>> P;
+    Probe(LlamaDsaBackend& b, const LlamaConfig& cfg, int64_t st) : inner(b), c(cfg), stride(st), P(cfg.n_layers) {}
+    void begin_sequence() override { inner.begin_sequence(); }
+    bool attend(const AttentionCall& a) override {
+      std::vector<float> scratch;
+      const float* k = attention_keys_f32(a, int64_t{c.n_kv_heads} * c.head_dim, scratch);
+      for (int64_t t = 0; t < a.T; ++t) {
+        const int64_t pos = a.pos0 + t;
+        if (pos % stride) continue;
+        std::vector<std::vector<double>> row(static_cast<size_t>(c.n_heads));
+        for (int h = 0; h < c.n_heads; ++h) {
+          const int g = h / (c.n_heads / c.n_kv_heads);
+          std::vector<double> sc(static_cast<size_t>(pos + 1));
+          double mx = -INFINITY, z = 0.0;
+          for (int64_t s = 0; s <= pos; ++s) {
+            double d = 0.0;
+            for (int i = 0; i < c.head_dim; ++i)
+              d += double(a.q[(t * c.n_heads + h) * c.head_dim + i]) * k[(s * c.n_kv_heads + g) * c.head_dim + i];
+            sc[static_cast<size_t>(s)] = a.scale * d;
+            mx = std::max(mx, sc[static_cast<size_t>(s)]);
+          }
+          for (auto& v : sc) z += (v = std::exp(v - mx));
+          for (auto& v : sc) v /= z;
+          row[static_cast<size_t>(h)] = std::move(sc);
+        }
+        P[static_cast<size_t>(a.layer)].push_back(std::move(row));
+      }
+      return inner.attend(a);
+    }
+  };
+  LlamaDsaBackend dsa(c, o);
+  Probe probe(dsa, c, stride);
+  run(m, ids, &probe, 64);
+  double spread = 0.0;  // how far the heads' recalls differ somewhere (the test must see heads apart)
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto& st = dsa.layer_stats()[static_cast<size_t>(l)];
+    const auto& sets = dsa.recorded()[static_cast<size_t>(l)];
+    const auto& rows = probe.P[static_cast<size_t>(l)];
+    ASSERT_EQ(st.rows, static_cast<int64_t>(rows.size()));
+    ASSERT_EQ(sets.size(), rows.size());
+    ASSERT_EQ(st.head_recall_sum.size(), static_cast<size_t>(c.n_heads));
+    double mean_of_heads = 0.0, lo = 1.0, hi = 0.0;
+    for (int h = 0; h < c.n_heads; ++h) {
+      double want = 0.0;
+      for (size_t i = 0; i < rows.size(); ++i)
+        for (int32_t s : sets[i])
+          if (s >= 0) want += rows[i][static_cast<size_t>(h)][static_cast<size_t>(s)];
+      want /= static_cast<double>(rows.size());
+      const double got = st.head_recall_sum[static_cast<size_t>(h)] / static_cast<double>(st.rows);
+      EXPECT_NEAR(got, want, 1e-5) << "layer " << l << " head " << h;
+      mean_of_heads += got / c.n_heads;
+      lo = std::min(lo, want);
+      hi = std::max(hi, want);
+    }
+    EXPECT_NEAR(st.recall_sum / static_cast<double>(st.rows), mean_of_heads, 1e-9) << "layer " << l;
+    spread = std::max(spread, hi - lo);
+  }
+  EXPECT_GT(spread, 1e-3);
+}
+
 // The S-layer overlap statistic against sets recorded independently: with pattern FSFS, layer 1
 // reuses layer 0's sets, and what layer 1's own indexer would pick is what it picks when it is F
 // (pattern FFFF: layer 1 sees the same input, since layer 0 runs the same way in both). Measured

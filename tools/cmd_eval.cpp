@@ -303,6 +303,22 @@ int run(const EvalArgs& a) {
   const std::string heat = (fs::path(a.out_dir) / "topk_overlap.png").string();
   eval::write_heatmap_png(heat, J, N, N,
                           {.title = fmt::format("top-{} overlap between layers (Jaccard)", topk), .x_label = "layer", .y_label = "layer"});
+  // Per layer and head: the attention mass DSA every layer's sets miss (1 - the head's recall).
+  const int Hq = cfg.n_heads;
+  std::vector<double> head_missed(dsa.head_recall.size());
+  double head_max = 0.0;
+  for (size_t i = 0; i < head_missed.size(); ++i) {
+    head_missed[i] = 1.0 - dsa.head_recall[i];
+    if (!std::isnan(head_missed[i])) head_max = std::max(head_max, head_missed[i]);
+  }
+  const std::string head_png = (fs::path(a.out_dir) / "head_missed.png").string();
+  if (!head_missed.empty())
+    eval::write_heatmap_png(head_png, head_missed, N, Hq,
+                            {.title = fmt::format("attention mass missed per head, DSA every layer (0 .. {:.2f})", head_max),
+                             .x_label = "head",
+                             .y_label = "layer",
+                             .vmin = 0.0,
+                             .vmax = std::max(head_max, 1e-3)});
   std::vector<eval::Series> series;
   eval::Series uni{.name = "uniform sharing", .color = {31, 119, 180}};
   eval::Series other{.name = "other modes", .color = {214, 39, 40}, .lines = false};
@@ -464,6 +480,7 @@ int run(const EvalArgs& a) {
   j["tokens_scored_per_window"] = a.ctx - 1 - a.ctx / 2;
   j["indexer_shape"] = {{"heads", per_layer.set.cfg.heads}, {"head_dim", per_layer.set.cfg.head_dim}, {"rope_dim", per_layer.set.cfg.rope_dim}};
   j["pictures"] = {heat, curve};
+  if (!head_missed.empty()) j["pictures"].push_back(head_png);
   if (!needle_png.empty()) j["pictures"].push_back(needle_png);
   if (!copy_png.empty()) j["pictures"].push_back(copy_png);
   j["jaccard"] = J;
@@ -472,6 +489,7 @@ int run(const EvalArgs& a) {
     j["modes"].push_back({{"mode", r.name}, {"pattern", r.pattern}, {"ppl", r.ppl}, {"delta_vs_dense", r.ppl / dense.ppl - 1},
                           {"delta_vs_dsa", r.ppl / dsa.ppl - 1}, {"recall", num(r.recall)}, {"s_overlap", num(r.overlap)},
                           {"layer_recall", r.layer_recall}, {"layer_overlap", r.layer_overlap},
+                          {"head_recall", r.head_recall},
                           {"indexer_calls", r.indexer_calls}, {"f_layers", r.num_full},
                           {"r_layers", r.num_reindex}, {"reindex_calls", r.reindex_calls},
                           {"candidates", r.candidates ? nlohmann::json(r.candidates) : nlohmann::json(nullptr)},
@@ -547,6 +565,26 @@ int run(const EvalArgs& a) {
   }
   // Where the extra NLL goes: per class of prediction, the mean extra NLL against dense (nats per
   // prediction) and that class's share of the mode's total extra.
+  if (!head_missed.empty()) {
+    // The heads whose attention the learned sets miss most, beside what the oracle's sets (the
+    // heads' mean attention's top-k) miss of the same head.
+    const auto orc = std::find_if(res.begin(), res.end(), [](const eval::ModeResult& r) { return r.name == "oracle top-k"; });
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < head_missed.size(); ++i)
+      if (!std::isnan(head_missed[i])) idx.push_back(i);
+    const size_t show = std::min<size_t>(8, idx.size());
+    std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(show), idx.end(),
+                      [&](size_t x, size_t y) { return head_missed[x] > head_missed[y]; });
+    fmt::print("\nheads whose attention DSA every layer misses most (mass outside the set, measured rows):\n");
+    for (size_t i = 0; i < show; ++i) {
+      const size_t h = idx[i];
+      const std::string o = orc != res.end() && h < orc->head_recall.size()
+                                ? fmt::format("   oracle top-k misses {:.3f}", 1.0 - orc->head_recall[h])
+                                : "";
+      fmt::print("  layer {:>2} head {:>2}: {:.3f}{}\n", h / static_cast<size_t>(Hq), h % static_cast<size_t>(Hq),
+                 head_missed[h], o);
+    }
+  }
   fmt::print("\nwhere the loss goes (extra NLL vs dense per prediction, nats; share of the total extra):\n{:<19}", "mode");
   for (int c = 0; c < eval::kCopyClasses; ++c)
     fmt::print(" {:>21}", fmt::format("{} ({})", eval::copy_class_name(static_cast<eval::CopyClass>(c)), splits[0].count[c]));
@@ -633,7 +671,8 @@ int run(const EvalArgs& a) {
       fmt::print("\n");
     }
   }
-  fmt::print("pictures: {}, {}{}{}{}\n", heat, curve, needle_png.empty() ? "" : ", " + needle_png,
+  fmt::print("pictures: {}, {}{}{}{}{}\n", heat, curve, head_missed.empty() ? "" : ", " + head_png,
+             needle_png.empty() ? "" : ", " + needle_png,
              copy_png.empty() ? "" : ", " + copy_png, domain_png.empty() ? "" : ", " + domain_png);
   if (searched.empty()) fmt::print("note: no --searched-pattern given; run `indexshare search` to find one\n");
   if (reindex)

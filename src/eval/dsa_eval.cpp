@@ -70,6 +70,10 @@ ModeResult run_mode(const model::LlamaModel& m, std::span<const int32_t> tokens,
       const double lo = st.overlap_rows ? st.overlap_sum / st.overlap_rows : nan;
       r.layer_recall.push_back(lr);
       r.layer_overlap.push_back(lo);
+      for (int h = 0; h < c.n_heads; ++h)
+        r.head_recall.push_back(st.rows && static_cast<size_t>(h) < st.head_recall_sum.size()
+                                    ? st.head_recall_sum[static_cast<size_t>(h)] / st.rows
+                                    : nan);
       if (st.rows) rs += lr, ++rn;
       if (st.overlap_rows) os += lo, ++on;
     }

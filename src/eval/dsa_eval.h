@@ -29,6 +29,7 @@ struct ModeResult {
   double recall = 0.0;          // mean over layers and measured rows (NaN for dense)
   double overlap = 0.0;         // mean over S layers of |reused ∩ own| / |own| (NaN when none)
   std::vector<double> layer_recall, layer_overlap;
+  std::vector<double> head_recall;  // [layers, heads] row-major: each head's attention mass in the set
   int64_t indexer_calls = 0;    // per window (one forward)
   int64_t reused = 0;           // per window
   int64_t reindex_calls = 0;    // per window

@@ -234,22 +234,40 @@ void LlamaDsaBackend::measure(const AttentionCall& a, const int32_t* topk) {
       learned_topk(c, q.data(), hw.data(), kc.data(), 1, a.L, a.pos0 + t, opt_.topk, own_.data() + i * k);
     }
   }
-  // Recall: the measured rows' true attention in one call (threads split the rows).
+  // Recall: each head's true attention over the measured rows (one call per head, threads split
+  // the rows), its mass inside the row's set; the layer's recall is the heads' mean.
+  const int H = mc_.n_heads, Hkv = mc_.n_kv_heads, Dh = mc_.head_dim, group = H / Hkv;
   probs_.resize(static_cast<size_t>(M * a.L));
-  const float* keys = attention_keys_f32(a, int64_t{mc_.n_kv_heads} * mc_.head_dim, keys_f32_);
-  ops::attention_probs({.q = a.q + t0 * Hq, .k = keys, .T = M, .L = a.L, .H = mc_.n_heads, .H_kv = mc_.n_kv_heads,
-                        .D = mc_.head_dim, .scale = a.scale, .P = probs_.data(), .ldq = stride * Hq,
-                        .pos = pos.data()});
+  const float* keys = attention_keys_f32(a, int64_t{Hkv} * Dh, keys_f32_);
+  group_keys_.resize(static_cast<size_t>(a.L * Dh));
+  std::vector<double> row_mass(static_cast<size_t>(M), 0.0);
+  st.head_recall_sum.resize(static_cast<size_t>(H), 0.0);
+  for (int g = 0; g < Hkv; ++g) {
+    for (int64_t s = 0; s < a.L; ++s)
+      std::copy_n(keys + (s * Hkv + g) * Dh, Dh, group_keys_.begin() + s * Dh);
+    for (int h = g * group; h < (g + 1) * group; ++h) {
+      ops::attention_probs({.q = a.q + t0 * Hq + int64_t{h} * Dh, .k = group_keys_.data(), .T = M, .L = a.L, .H = 1,
+                            .H_kv = 1, .D = Dh, .scale = a.scale, .P = probs_.data(), .ldq = stride * Hq,
+                            .pos = pos.data()});
+      double head_sum = 0.0;
+      for (int64_t i = 0; i < M; ++i) {
+        const int64_t t = t0 + i * stride;
+        const float* row = probs_.data() + i * a.L;
+        double mass = 0.0;
+        for (int64_t j = 0; j < k; ++j) {
+          const int32_t s = topk[t * k + j];
+          if (s >= 0) mass += row[s];
+        }
+        head_sum += mass;
+        row_mass[static_cast<size_t>(i)] += mass / H;
+      }
+      st.head_recall_sum[static_cast<size_t>(h)] += head_sum;
+    }
+  }
   std::vector<int32_t> x, y, both;
   for (int64_t i = 0; i < M; ++i) {
     const int64_t t = t0 + i * stride;
-    const float* row = probs_.data() + i * a.L;
-    double mass = 0.0;
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t s = topk[t * k + j];
-      if (s >= 0) mass += row[s];
-    }
-    st.recall_sum += mass;
+    st.recall_sum += row_mass[static_cast<size_t>(i)];
     ++st.rows;
     if (!overlap) continue;
     x.assign(topk + t * k, topk + (t + 1) * k);

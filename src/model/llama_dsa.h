@@ -16,7 +16,8 @@
 // Once the context exceeds k this differs from dense attention; below it DSA is dense.
 //
 // Optional measurements (DsaOptions::measure): attention-mass recall of the selected set (the
-// share of the layer's true head-averaged attention that falls inside it) for every layer, and
+// share of the layer's true head-averaged attention that falls inside it, and of each head's
+// attention) for every layer, and
 // for S layers the overlap of the reused set with what the layer's own indexer (from
 // `own_indexers`) would select.
 #pragma once
@@ -63,7 +64,8 @@ struct DsaOptions {
 
 struct DsaLayerStats {
   int64_t rows = 0;
-  double recall_sum = 0.0;   // sum over rows of the selected attention mass
+  double recall_sum = 0.0;   // sum over rows of the selected attention mass (heads' mean)
+  std::vector<double> head_recall_sum;  // [n_heads]: sum over rows of each head's mass in the set
   int64_t overlap_rows = 0;
   double overlap_sum = 0.0;  // sum over rows of |reused ∩ own| / |own|
 };
@@ -132,6 +134,7 @@ class LlamaDsaBackend : public AttentionBackend {
   std::vector<int32_t> own_;                 // [measured rows, k] the own indexer's sets
   std::vector<float> probs_;                 // [T or measured rows, L] scratch for oracle / measure
   std::vector<float> keys_f32_;              // [L, H_kv, Dh] widened f16 keys for oracle / measure
+  std::vector<float> group_keys_;            // [L, Dh] one KV group's keys (measure)
   mutable DsaCounters counters_;
   std::vector<DsaLayerStats> stats_;
   std::vector<std::vector<std::vector<int32_t>>> recorded_;
