@@ -187,6 +187,28 @@ TEST(DistillLlama, RejectsBadOptions) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("100 tokens"), std::string::npos) << e.what();
   }
+  o = small_options();
+  o.max_weight = 1.5f;
+  EXPECT_THROW(distill_indexers(*tiny.model, ids, o), Error);
+  o = small_options();
+  o.rope_theta = -1.0f;
+  EXPECT_THROW(distill_indexers(*tiny.model, ids, o), Error);
+  o.rope_theta = NAN;
+  EXPECT_THROW(distill_indexers(*tiny.model, ids, o), Error);
+}
+
+// The indexer's RoPE base: the model's by default, the option's when set (it is what the file
+// records and what scoring uses), and a different base trains different weights.
+TEST(DistillLlama, RopeThetaOption) {
+  auto tiny = testing_util::make_tiny_llama(33);
+  const auto ids = random_tokens(48 * 3, tiny.cfg.vocab, 34);
+  DistillOptions o = small_options();
+  const model::IndexerSet a = distill_indexers(*tiny.model, ids, o);
+  EXPECT_EQ(a.cfg.rope_theta, tiny.cfg.rope_theta);
+  o.rope_theta = 50.0f;
+  const model::IndexerSet b = distill_indexers(*tiny.model, ids, o);
+  EXPECT_EQ(b.cfg.rope_theta, 50.0f);
+  EXPECT_NE(a.layers[0]->wq, b.layers[0]->wq);
 }
 
 }  // namespace

@@ -84,6 +84,8 @@ CommandRegistrar reg("distill", "train lightning indexers for a Llama model (KL 
   app.add_option("--heads", a->opt.heads, "indexer heads H_I")->capture_default_str();
   app.add_option("--head-dim", a->opt.head_dim, "indexer head dim D_I")->capture_default_str();
   app.add_option("--rope-dim", a->opt.rope_dim, "rotated dims at the start of each indexer head")->capture_default_str();
+  app.add_option("--rope-theta", a->opt.rope_theta, "RoPE base of the indexer's rotated dims (0 = the model's)")
+      ->capture_default_str();
   app.add_option("--seq-len", a->opt.seq_len, "tokens per training sequence")->capture_default_str();
   app.add_option("--sequences", a->opt.sequences, "training sequences")->capture_default_str();
   app.add_option("--rows", a->opt.rows_per_sequence, "query rows sampled per sequence (0 = all)")->capture_default_str();

@@ -100,7 +100,9 @@ model::IndexerSet distill_indexers(const model::LlamaModel& m, std::span<const i
              "indexshare distill --heads 1)");
   }
   model::IndexerSet set;
-  set.cfg = {c.d_model, o.heads, o.head_dim, o.rope_dim, c.rope_theta};
+  IS_CHECK(o.rope_theta >= 0.0f && std::isfinite(o.rope_theta), "distill: --rope-theta ", o.rope_theta,
+           " must be finite and >= 0 (0 = the model's)");
+  set.cfg = {c.d_model, o.heads, o.head_dim, o.rope_dim, o.rope_theta > 0.0f ? o.rope_theta : c.rope_theta};
   set.cfg.validate();
   std::mt19937_64 rng(o.seed);
   const float std_in = 1.0f / std::sqrt(static_cast<float>(c.d_model));

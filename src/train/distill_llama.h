@@ -29,6 +29,8 @@ struct DistillOptions {
   int heads = 4;
   int head_dim = 32;
   int rope_dim = 16;
+  float rope_theta = 0.0f;  // the indexer's RoPE base; 0 = the model's (a smaller base drops the
+                            // slow rotations that can encode a long-range position prior)
   int64_t seq_len = 4096;
   int sequences = 16;        // training sequences taken from the token stream, in order
   int epochs = 1;
