@@ -154,7 +154,26 @@ TEST_F(CmdEval, EveryModeInJsonAndBothPictures) {
   }
   // With every key selected (k >= context) the copy source is always there: the oracle at k =
   // 128 of 128 is dense. Here k = 16 < the copy distance, so only check the range above.
-  ASSERT_EQ(j["pictures"].size(), 4u);
+  // Per-head recall: [layers x heads] for DSA modes, each in [0, 1], the heads' mean = the layer's recall.
+  EXPECT_TRUE(m[0]["head_recall"].empty());
+  for (int i : {1, 2, 4}) {
+    const auto& hr = m[i]["head_recall"];
+    const auto& lr = m[i]["layer_recall"];
+    ASSERT_EQ(lr.size(), static_cast<size_t>(layers_));
+    ASSERT_EQ(hr.size() % lr.size(), 0u);
+    const size_t H = hr.size() / lr.size();
+    ASSERT_GT(H, 1u);
+    for (size_t l = 0; l < lr.size(); ++l) {
+      double mean = 0.0;
+      for (size_t h = 0; h < H; ++h) {
+        const double v = hr[l * H + h];
+        EXPECT_TRUE(v >= 0.0 && v <= 1.0 + 1e-6) << m[i]["mode"] << " layer " << l << " head " << h;
+        mean += v / static_cast<double>(H);
+      }
+      EXPECT_NEAR(mean, double(lr[l]), 1e-9) << m[i]["mode"] << " layer " << l;
+    }
+  }
+  ASSERT_EQ(j["pictures"].size(), 5u);
   for (const auto& pic : j["pictures"]) {
     std::ifstream f(pic.get<std::string>(), std::ios::binary);
     char sig[8] = {};
