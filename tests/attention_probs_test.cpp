@@ -13,6 +13,22 @@
 namespace indexshare::ops {
 namespace {
 
+// float64 softmax of head h of row t over keys [0, n): q [T, H, D], k [L, H_kv, D].
+std::vector<double> head_softmax64(const std::vector<float>& q, const std::vector<float>& k, int64_t t, int h, int64_t n,
+                                   int H, int Hkv, int D, float scale) {
+  std::vector<double> s(static_cast<size_t>(n));
+  double mx = -INFINITY, z = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    double d = 0;
+    for (int i = 0; i < D; ++i) d += double(q[(t * H + h) * D + i]) * k[(j * Hkv + h / (H / Hkv)) * D + i];
+    s[j] = scale * d;
+    mx = std::max(mx, s[j]);
+  }
+  for (auto& v : s) z += (v = std::exp(v - mx));
+  for (auto& v : s) v /= z;
+  return s;
+}
+
 TEST(AttentionProbs, MatchesFloat64AndRowsSumToOne) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE(testing::Message() << "seed " << seed);
@@ -30,16 +46,8 @@ TEST(AttentionProbs, MatchesFloat64AndRowsSumToOne) {
     const int64_t n = std::min(L, q0 + t + 1);
     std::vector<double> ref(L, 0.0);
     for (int h = 0; h < H; ++h) {
-      std::vector<double> s(n);
-      double mx = -INFINITY, z = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        double d = 0;
-        for (int i = 0; i < D; ++i) d += double(q[(t * H + h) * D + i]) * k[(j * Hkv + h / 3) * D + i];
-        s[j] = scale * d;
-        mx = std::max(mx, s[j]);
-      }
-      for (auto& v : s) z += (v = std::exp(v - mx));
-      for (int64_t j = 0; j < n; ++j) ref[j] += s[j] / z / H;
+      const auto p = head_softmax64(q, k, t, h, n, H, Hkv, D, scale);
+      for (int64_t j = 0; j < n; ++j) ref[j] += p[j] / H;
     }
     double sum = 0;
     for (int64_t j = 0; j < L; ++j) {
@@ -81,18 +89,10 @@ TEST(AttentionProbs, MaxAndBlendTargetsMatchFloat64) {
       const int64_t n = std::min(L, q0 + t + 1);
       std::vector<double> mx_h(L, 0.0), mean(L, 0.0);
       for (int h = 0; h < H; ++h) {
-        std::vector<double> s(n);
-        double mx = -INFINITY, z = 0;
+        const auto p = head_softmax64(q, k, t, h, n, H, Hkv, D, scale);
         for (int64_t j = 0; j < n; ++j) {
-          double d = 0;
-          for (int i = 0; i < D; ++i) d += double(q[(t * H + h) * D + i]) * k[(j * Hkv + h / 2) * D + i];
-          s[j] = scale * d;
-          mx = std::max(mx, s[j]);
-        }
-        for (auto& v : s) z += (v = std::exp(v - mx));
-        for (int64_t j = 0; j < n; ++j) {
-          mx_h[j] = std::max(mx_h[j], s[j] / z);
-          mean[j] += s[j] / z / H;
+          mx_h[j] = std::max(mx_h[j], p[j]);
+          mean[j] += p[j] / H;
         }
       }
       double zm = 0;
